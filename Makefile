@@ -1,0 +1,40 @@
+# Two commands: `make repro` (set up + build the default dataset) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_VERSION ?= 2.13.0
+BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: setup repro test test-fast bench verify clean
+
+setup: $(VENV)/.installed
+
+# torch first, pinned: a looser requirement with no torch installed pulls the CUDA build.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install -q -e '.[all,dev]'
+	touch $@
+
+repro: setup
+	$(BIN)/dvc config core.check_update false --local >/dev/null 2>&1 || true
+	$(BIN)/dvc repro
+
+verify: setup
+	$(BIN)/sirst5k verify manifests/sirst5k.json
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf output .dvc/cache .dvc/tmp

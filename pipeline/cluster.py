@@ -1,0 +1,129 @@
+"""Where stage tasks run: a dask.distributed client, a progress bar, and GPU routing.
+
+A stage builds a list of task arguments (one per shard) and calls `run_tasks`; the tasks run on
+a LocalCluster (default) or an existing scheduler (`--scheduler`, DASK_SCHEDULER_ADDRESS).
+Workers are processes with one thread each: h5py serialises every HDF5 call of a process behind
+one lock, so threads would only queue on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import uuid
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` -> CUDA when this process sees a GPU, else CPU; `cuda` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda asked for, but no CUDA device is visible to this worker")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r}: use auto, cpu or cuda")
+    return torch.device(device)
+
+
+@contextlib.contextmanager
+def open_client(workers: int | None = None, scheduler: str | None = None, device: str = "auto") -> Iterator[Any]:
+    """A distributed.Client on an existing scheduler, or on a fresh LocalCluster of `workers` processes."""
+    from distributed import Client, LocalCluster
+
+    address = scheduler or os.environ.get(SCHEDULER_ENV)
+    if address:
+        client = Client(address, timeout="30s")
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    n = workers or min(4, os.cpu_count() or 1)
+    resources = {"GPU": 1} if device != "cpu" and torch.cuda.is_available() else None
+    # Workers must not each spawn a full set of BLAS/torch threads on a shared machine.
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    with contextlib.ExitStack() as stack:
+        cluster = stack.enter_context(
+            LocalCluster(
+                n_workers=n,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                resources=resources,
+                silence_logs=logging.ERROR,
+                env=env,
+            )
+        )
+        client = stack.enter_context(Client(cluster))
+        yield client
+
+
+def cluster_has_gpu(client) -> bool:
+    workers = client.scheduler_info().get("workers", {})
+    return any(w.get("resources", {}).get("GPU", 0) > 0 for w in workers.values())
+
+
+def run_tasks(
+    client,
+    fn: Callable[..., Any],
+    tasks: Sequence[tuple],
+    label: str,
+    *,
+    gpu: bool = False,
+    show_progress: bool | None = None,
+) -> list[Any]:
+    """Run fn(*args) for each args in `tasks` on the cluster; results in task order.
+
+    gpu: ask for resource GPU; only when the cluster offers it (a task asking for a resource no
+    worker has waits forever).
+    """
+    from distributed import as_completed
+
+    if not tasks:
+        return []
+    resources = {"GPU": 1} if gpu and cluster_has_gpu(client) else None
+    run_id = uuid.uuid4().hex[:8]
+    futures = [
+        client.submit(fn, *args, key=f"{label}-{run_id}-{i:06d}", resources=resources, pure=False)
+        for i, args in enumerate(tasks)
+    ]
+    index = {f.key: i for i, f in enumerate(futures)}
+    results: list[Any] = [None] * len(futures)
+    try:
+        with progress_bar(label, len(futures), show_progress) as advance:
+            for fut in as_completed(futures):
+                results[index[fut.key]] = fut.result()
+                advance()
+    except BaseException:
+        client.cancel(futures)
+        raise
+    return results
+
+
+@contextlib.contextmanager
+def progress_bar(label: str, total: int, show: bool | None = None) -> Iterator[Callable[[], None]]:
+    """A rich progress bar on stderr (silent when stderr is not a terminal, unless asked)."""
+    if show is None:
+        show = sys.stderr.isatty() or os.environ.get("SIRST5K_PROGRESS") == "1"
+    if not show:
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    ) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda: progress.advance(task)

@@ -1,0 +1,85 @@
+"""The JSON manifest of a published dataset (see DESIGN.md, "Manifest").
+
+Fields: schema_version, name, version, producer, dataset_dir, params, inputs, splits.
+`dataset_dir` is the dataset folder relative to the manifest's own folder (so
+`manifests/sirst5k.json` says `../output/sirst5k`); shard paths inside `splits` are relative
+to that folder. A copy named `manifest.json` sits inside the dataset folder with
+`dataset_dir: "."`, so the folder alone (e.g. fetched with `dvc get`) is self-describing.
+
+Written with sorted keys and fixed float formatting, so identical content gives identical bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import InputError, OutputError
+
+MANIFEST_SCHEMA_VERSION = 1
+REQUIRED = ("schema_version", "name", "version", "producer", "dataset_dir", "params", "inputs", "splits")
+IN_DATASET_NAME = "manifest.json"
+
+
+def canonical_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def content_version(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts (inputs, params, producer)."""
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(canonical_json(data), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(path, f"cannot write: {err.strerror or err}") from err
+
+
+def load_manifest(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise InputError(path, "manifest not found") from err
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(path, f"cannot read manifest: {err}") from err
+    if not isinstance(data, dict):
+        raise InputError(path, "manifest is not a JSON object")
+    missing = [k for k in REQUIRED if k not in data]
+    if missing:
+        raise InputError(path, f"manifest lacks {', '.join(missing)}")
+    if data["schema_version"] != MANIFEST_SCHEMA_VERSION:
+        raise InputError(path, f"manifest schema_version {data['schema_version']} is not {MANIFEST_SCHEMA_VERSION}")
+    return data
+
+
+def dataset_dir(manifest_path: str | Path, manifest: Mapping[str, Any]) -> Path:
+    return (Path(manifest_path).parent / manifest["dataset_dir"]).resolve()
+
+
+def split_shards(manifest_path: str | Path, manifest: Mapping[str, Any], split: str) -> list[dict[str, Any]]:
+    """The split's shard entries with `path` made absolute."""
+    if split not in manifest["splits"]:
+        raise InputError(manifest_path, f"no split {split!r} (has {', '.join(sorted(manifest['splits']))})")
+    root = dataset_dir(manifest_path, manifest)
+    return [{**s, "path": str(root / s["path"])} for s in manifest["splits"][split]["shards"]]
+
+
+def find_manifest(path: str | Path) -> Path | None:
+    """A manifest file itself, or the `manifest.json` inside a dataset folder; None for a bare shard folder."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    inside = path / IN_DATASET_NAME
+    return inside if inside.is_file() else None

@@ -1,0 +1,103 @@
+"""Writing a stage's output folder so that readers never see it half-done.
+
+A stage writes into a hidden sibling `.NAME.partial/` and swaps it into place when every task
+has finished. A crash (kill -9, lost machine) leaves the partial folder; the next run picks it
+up and reuses each shard whose `task_key` still matches, so it finishes the job and writes the
+same bytes an uninterrupted run would. A bad input or an unwritable disk removes the partial
+folder: nothing half-written stays behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .errors import InputError, OutputError
+
+
+def partial_dir(out: Path) -> Path:
+    return out.parent / f".{out.name}.partial"
+
+
+@contextlib.contextmanager
+def staged_folder(out: str | Path) -> Iterator[Path]:
+    out = Path(out)
+    tmp = partial_dir(out)
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        probe = tmp / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise OutputError(out, f"cannot write output folder: {err.strerror or err}") from err
+    try:
+        yield tmp
+    except (InputError, OutputError):
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    swap_into_place(tmp, out)
+
+
+def swap_into_place(tmp: Path, out: Path) -> None:
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    try:
+        if out.exists() or out.is_symlink():
+            os.replace(out, old)
+        os.replace(tmp, out)
+    except OSError as err:
+        raise OutputError(out, f"cannot move finished output into place: {err.strerror or err}") from err
+    if old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+    elif old.exists():
+        old.unlink()
+
+
+def task_key(*parts: Any) -> str:
+    """Identity of one task's work: what it reads (content hashes) and how (params, producer)."""
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def hash_files(paths: Iterable[str | Path]) -> str:
+    """Content hash of input files, in order (names excluded, so moving a dataset keeps it)."""
+    digest = hashlib.sha256()
+    for p in paths:
+        try:
+            with open(p, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
+        except OSError as err:
+            raise InputError(p, f"cannot read: {err.strerror or err}") from err
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+STAGE_RECORD = "stage.json"
+
+
+def write_stage_record(folder: Path, stage: str, params: dict, inputs: dict, shards: list[dict]) -> None:
+    """`stage.json` in a shard folder: what made it, from what, and each shard's checksum.
+
+    Later stages read it to chain provenance and checksums without re-hashing every shard.
+    """
+    from .manifest import write_json_atomic
+
+    write_json_atomic(
+        Path(folder) / STAGE_RECORD,
+        {"stage": stage, "params": params, "inputs": inputs, "shards": sorted(shards, key=lambda s: s["path"])},
+    )
+
+
+def read_stage_record(folder: Path) -> dict | None:
+    path = Path(folder) / STAGE_RECORD
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise InputError(path, f"cannot read stage record: {err}") from err

@@ -1,0 +1,256 @@
+"""HDF5 shards: the on-disk unit of every stage (schema_version 1, see DESIGN.md).
+
+A shard holds N samples: `/images` and `/masks` uint8 [N, H, W] (one chunk per image) and one
+1-D dataset per metadata field under `/meta`. Shards are written to a temporary name in the
+same folder and renamed when complete, and never changed after; the bytes depend only on the
+content (no HDF5 timestamps), so the same samples always give the same sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import h5py
+import numpy as np
+
+from . import PRODUCER
+from .errors import InputError, OutputError
+
+SCHEMA_VERSION = 1
+KINDS = ("original", "transfer", "negative")
+SHARD_SUFFIX = ".h5"
+PARTIAL_MARK = ".partial"
+
+# Field -> (numpy dtype, fill value for "none"). The first twelve are DESIGN.md's; the rest
+# carry issue #3's label checks and issue #8's original size, with the same "none" convention.
+_STR = h5py.string_dtype("utf-8")
+META_FIELDS: dict[str, tuple[object, object]] = {
+    "sample_id": (_STR, ""),
+    "source_id": (_STR, ""),
+    "kind": (_STR, ""),
+    "mix": (np.float64, np.nan),
+    "noise_id": (np.int64, -1),
+    "patch": (np.int32, -1),
+    "k": (np.int32, -1),
+    "flip": (np.int32, -1),
+    "target_index": (np.int32, -1),
+    "center_y": (np.int32, -1),
+    "center_x": (np.int32, -1),
+    "n_targets": (np.int32, -1),
+    # label checks: this sample's mask area, and its source's target count and area
+    "area": (np.int64, -1),
+    "source_n_targets": (np.int32, -1),
+    "source_area": (np.int64, -1),
+    "cut": (np.int32, -1),
+    # size of the image as it was read, before resizing to the shard size
+    "orig_h": (np.int32, -1),
+    "orig_w": (np.int32, -1),
+}
+ROOT_ATTRS = ("schema_version", "dataset", "version", "split", "shard_index", "n_shards", "producer")
+
+# Chosen from benchmarks/shard_codecs.py (README, "Chunking and compression"): gzip-1 costs
+# too much CPU at thousands of samples a second; lzf ships inside h5py (no plugin to import)
+# and still shrinks masks ~50x.
+DEFAULT_COMPRESSION: dict[str, object] = {"compression": "lzf"}
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    path: str
+    sha256: str
+    n_samples: int
+
+
+def new_meta(n: int) -> dict[str, np.ndarray]:
+    """Metadata arrays for n samples, every field at its "none" value."""
+    meta: dict[str, np.ndarray] = {}
+    for name, (dtype, fill) in META_FIELDS.items():
+        if dtype is _STR:
+            meta[name] = np.full(n, fill, dtype=object)
+        else:
+            meta[name] = np.full(n, fill, dtype=dtype)
+    return meta
+
+
+def concat_meta(parts: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    parts = list(parts)
+    if not parts:
+        return new_meta(0)
+    return {name: np.concatenate([np.asarray(p[name]) for p in parts]) for name in META_FIELDS}
+
+
+def take_meta(meta: Mapping[str, np.ndarray], index) -> dict[str, np.ndarray]:
+    return {name: np.asarray(meta[name])[index] for name in META_FIELDS}
+
+
+def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}-{index:05d}{SHARD_SUFFIX}"
+
+
+def partial_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}{PARTIAL_MARK}-{os.getpid()}")
+
+
+def write_shard(
+    path: str | Path,
+    images: np.ndarray,
+    masks: np.ndarray,
+    meta: Mapping[str, np.ndarray],
+    attrs: Mapping[str, object],
+    compression: Mapping[str, object] | None = None,
+) -> ShardInfo:
+    """Write one shard atomically and return its path, sha256 and sample count.
+
+    images, masks: uint8 [N, H, W]; meta: every field of META_FIELDS, length N; attrs: the root
+    attributes (ROOT_ATTRS, `producer` filled in if missing, plus any extra such as `task_key`).
+    """
+    path = Path(path)
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    masks = np.ascontiguousarray(masks, dtype=np.uint8)
+    n = images.shape[0]
+    if images.ndim != 3 or masks.shape != images.shape:
+        raise ValueError(f"images {images.shape} and masks {masks.shape} must both be [N, H, W]")
+    missing = [f for f in META_FIELDS if f not in meta]
+    if missing:
+        raise ValueError(f"meta lacks fields {missing}")
+    bad = [f for f in META_FIELDS if len(meta[f]) != n]
+    if bad:
+        raise ValueError(f"meta fields {bad} do not have length {n}")
+    comp = dict(DEFAULT_COMPRESSION if compression is None else compression)
+    h, w = images.shape[1:]
+    tmp = partial_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with h5py.File(tmp, "w", libver=("earliest", "v110")) as f:
+            root = {"schema_version": SCHEMA_VERSION, "producer": PRODUCER, **attrs}
+            for key in sorted(root):
+                f.attrs[key] = root[key]
+            chunks = (1, h, w) if n else None
+            for name, arr in (("images", images), ("masks", masks)):
+                if n:
+                    f.create_dataset(name, data=arr, chunks=chunks, track_times=False, **comp)
+                else:
+                    f.create_dataset(name, shape=(0, h, w), dtype=np.uint8, track_times=False)
+            group = f.create_group("meta", track_order=False)
+            for name, (dtype, _) in META_FIELDS.items():
+                values = np.asarray(meta[name])
+                data = values.astype(str).astype(object) if dtype is _STR else values.astype(dtype)
+                group.create_dataset(name, data=data, dtype=dtype, track_times=False)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        digest = sha256_file(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(path, f"cannot write shard: {err.strerror or err}") from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return ShardInfo(str(path), digest, n)
+
+
+def read_attrs(path: str | Path) -> dict[str, object]:
+    with _open(path) as f:
+        return {k: _plain(v) for k, v in f.attrs.items()}
+
+
+def read_meta(path: str | Path) -> dict[str, np.ndarray]:
+    with _open(path) as f:
+        return _meta_of(f, path)
+
+
+def read_shard(path: str | Path, index=slice(None)) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Images, masks and meta of a shard (or of the samples picked by `index`)."""
+    with _open(path) as f:
+        meta = _meta_of(f, path)
+        if isinstance(index, slice):
+            images, masks = f["images"][index], f["masks"][index]
+        else:
+            index = np.asarray(index)
+            images = _take_rows(f["images"], index)
+            masks = _take_rows(f["masks"], index)
+        return images, masks, take_meta(meta, index)
+
+
+def n_samples(path: str | Path) -> int:
+    with _open(path) as f:
+        return int(f["images"].shape[0])
+
+
+def is_complete(path: str | Path, task_key: str) -> bool:
+    """True when `path` is a finished shard written for exactly this task (same inputs and params)."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            return _plain(f.attrs.get("task_key", "")) == task_key and "images" in f
+    except OSError:
+        return False
+
+
+def list_shards(folder: str | Path, split: str | None = None) -> list[Path]:
+    """Finished shards in a folder, optionally of one split, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "shard folder does not exist")
+    pattern = f"{split}-*{SHARD_SUFFIX}" if split else f"*{SHARD_SUFFIX}"
+    return sorted(p for p in folder.glob(pattern) if not p.name.startswith("."))
+
+
+def remove_stale(folder: Path, keep: Iterable[str]) -> None:
+    """Drop leftovers of a crash (partial files) and shards this run does not plan to write."""
+    keep = set(keep)
+    if not folder.is_dir():
+        return
+    for p in folder.iterdir():
+        if PARTIAL_MARK in p.name or (p.suffix == SHARD_SUFFIX and p.name not in keep):
+            p.unlink(missing_ok=True)
+
+
+def _open(path: str | Path) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except (OSError, FileNotFoundError) as err:
+        raise InputError(path, f"cannot open shard: {err}") from err
+
+
+def _meta_of(f: h5py.File, path) -> dict[str, np.ndarray]:
+    if "meta" not in f:
+        raise InputError(path, "not a sirst5k shard (no /meta)")
+    out = {}
+    for name, (dtype, _) in META_FIELDS.items():
+        if name not in f["meta"]:
+            raise InputError(path, f"shard lacks /meta/{name}")
+        ds = f["meta"][name]
+        out[name] = ds.asstr()[()].astype(object) if dtype is _STR else ds[()]
+    return out
+
+
+def _take_rows(ds: h5py.Dataset, index: np.ndarray) -> np.ndarray:
+    if index.dtype == bool:
+        index = np.flatnonzero(index)
+    out = np.empty((len(index),) + ds.shape[1:], dtype=ds.dtype)
+    for i, row in enumerate(index):
+        ds.read_direct(out, np.s_[int(row)], np.s_[i])
+    return out
+
+
+def _plain(value):
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

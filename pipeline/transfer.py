@@ -1,0 +1,122 @@
+"""Noise transfer: fuse a noise-bank field into labelled images (values on the 0..255 scale).
+
+A field is the noise image laid over a whole image, built one of two ways:
+  - `resize_field`: the paper's, one bank patch resized bilinearly (align_corners=False) to the
+    image size, as torchvision's `Resize` does in the original `add_noise.py`. Upsampling a
+    32-px patch 8x smooths its pixel noise into broad blobs.
+  - `mosaic_field`: bank patches tiled at their native scale, so the field keeps the sensor's
+    pixel-level noise. Which patches go where is drawn by `draw_mosaic_params`.
+
+and fused one of two ways:
+  - `blend`: the paper's `m * field + (1 - m) * image`. Besides adding noise it lowers contrast
+    by (1 - m) and pulls the brightness towards the field's mean.
+  - `additive`: `image + m * (field - mean(field))`, the blend's noise term alone: at equal `m`
+    both add the same noise amplitude, but the image keeps its contrast and mean brightness.
+    `m = 1` adds the sensor noise at its native amplitude.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def _size(size) -> tuple[int, int]:
+    height, width = (int(s) for s in size)
+    if height < 1 or width < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    return height, width
+
+
+def resize_field(noise: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize (align_corners=False, no antialias) of noise [B, h, w] to [B, H, W].
+
+    For upsampling this equals torchvision's `Resize` on tensors, antialias or not.
+    """
+    if noise.ndim != 3:
+        raise ValueError(f"noise must be [B, h, w], got shape {tuple(noise.shape)}")
+    if not noise.is_floating_point():
+        noise = noise.float()
+    out = F.interpolate(noise[:, None], size=_size(size), mode="bilinear", align_corners=False)
+    return out[:, 0]
+
+
+def mosaic_grid(size: tuple[int, int], window: int) -> tuple[int, int]:
+    """(rows, cols) of `window`-px tiles that cover an image of `size` (H, W)."""
+    height, width = _size(size)
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    return math.ceil(height / window), math.ceil(width / window)
+
+
+def draw_mosaic_params(rng: np.random.Generator, n_bank: int, size: tuple[int, int], window: int) -> np.ndarray:
+    """Bank patch indices [rows, cols] int64 for one mosaic, drawn uniformly with replacement."""
+    if n_bank < 1:
+        raise ValueError("the noise bank is empty")
+    return rng.integers(0, n_bank, size=mosaic_grid(size, window), dtype=np.int64)
+
+
+def mosaic_field(patches: torch.Tensor, size: tuple[int, int], match_means: bool = True) -> torch.Tensor:
+    """Tile patches [B, n, w, w] row-major into fields [B, H, W] at native scale.
+
+    n must equal rows * cols of `mosaic_grid(size, w)`; the tiling is cropped to (H, W) at the
+    bottom and right. With `match_means`, each patch is shifted to the mean of its sample's
+    patches, so seams between patches of different brightness do not draw edges a detector
+    could learn; the noise itself is untouched (no resampling).
+    """
+    if patches.ndim != 4 or patches.shape[2] != patches.shape[3]:
+        raise ValueError(f"patches must be [B, n, w, w], got shape {tuple(patches.shape)}")
+    batch, n, window, _ = patches.shape
+    height, width = _size(size)
+    rows, cols = mosaic_grid((height, width), window)
+    if n != rows * cols:
+        raise ValueError(f"a {height}x{width} mosaic of {window}-px tiles needs {rows * cols} patches, got {n}")
+    if not patches.is_floating_point():
+        patches = patches.float()
+    if match_means:
+        tile_means = patches.mean(dim=(2, 3), keepdim=True)
+        patches = patches - tile_means + tile_means.mean(dim=1, keepdim=True)
+    grid = patches.reshape(batch, rows, cols, window, window).permute(0, 1, 3, 2, 4)
+    return grid.reshape(batch, rows * window, cols * window)[:, :height, :width]
+
+
+def _mix(mix, like: torch.Tensor) -> torch.Tensor:
+    m = torch.as_tensor(mix, dtype=like.dtype, device=like.device).reshape(-1)
+    if m.numel() not in (1, like.shape[0]):
+        raise ValueError(f"mix must be a scalar or one value per sample ({like.shape[0]}), got {m.numel()}")
+    return m.view(-1, 1, 1)
+
+
+def _check_pair(images: torch.Tensor, field: torch.Tensor) -> None:
+    if images.ndim != 3 or field.shape != images.shape:
+        raise ValueError(f"images and field must both be [B, H, W], got {tuple(images.shape)} and {tuple(field.shape)}")
+    if not (images.is_floating_point() and field.is_floating_point()):
+        raise ValueError("images and field must be float tensors (0..255 scale)")
+
+
+def blend(images: torch.Tensor, field: torch.Tensor, mix) -> torch.Tensor:
+    """The paper's transfer: mix * field + (1 - mix) * images. All [B, H, W]; mix scalar or [B]."""
+    _check_pair(images, field)
+    m = _mix(mix, images)
+    return m * field + (1 - m) * images
+
+
+def additive(images: torch.Tensor, field: torch.Tensor, mix) -> torch.Tensor:
+    """images + mix * (field - per-sample mean of field): noise without contrast or brightness change.
+
+    All [B, H, W]; mix scalar or [B]. The added term is exactly the noise term of `blend` at the
+    same mix, so the per-sample mean of the output equals that of `images` (before rounding).
+    """
+    _check_pair(images, field)
+    m = _mix(mix, images)
+    return images + m * (field - field.mean(dim=(1, 2), keepdim=True))
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Round to nearest (ties to even, as numpy) and clamp to 0..255, as uint8."""
+    if not x.is_floating_point():
+        return x.clamp(0, 255).to(torch.uint8)
+    return torch.round(x).clamp_(0, 255).to(torch.uint8)

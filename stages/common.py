@@ -1,0 +1,59 @@
+"""Options every stage shares, and the edge where errors become one line for the user."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from typing import Annotated, Callable, Optional
+
+import typer
+
+from pipeline.errors import InputError, OutputError
+
+Workers = Annotated[
+    Optional[int], typer.Option("--workers", min=1, help="Local worker processes (default: min(4, cores)).")
+]
+Scheduler = Annotated[
+    Optional[str],
+    typer.Option("--scheduler", envvar="DASK_SCHEDULER_ADDRESS", help="Existing dask scheduler, e.g. tcp://HOST:8786."),
+]
+Device = Annotated[str, typer.Option("--device", help="Where batch math runs: auto, cpu or cuda.")]
+Seed = Annotated[int, typer.Option("--seed", help="Global seed; every draw is keyed by (seed, stage, sample).")]
+
+log = logging.getLogger("sirst5k")
+
+
+def warn(message: str) -> None:
+    typer.echo(f"warning: {message}", err=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn input/output problems into one line on stderr and exit status 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (InputError, OutputError) as err:
+            fail(str(err))
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+def check_device(device: str) -> str:
+    if device not in ("auto", "cpu", "cuda"):
+        fail(f"--device {device}: use auto, cpu or cuda")
+    return device
+
+
+def echo(message: str) -> None:
+    typer.echo(message, err=True if not sys.stdout.isatty() else False)

@@ -1,0 +1,127 @@
+"""`sirst5k ingest SOURCE --out DIR`: a labelled dataset on disk -> shards at one image size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from pipeline import shards
+from pipeline.cluster import open_client, run_tasks
+from pipeline.errors import InputError
+from pipeline.layouts import SampleRef, list_labelled, load_sample
+from pipeline.outputs import hash_files, staged_folder, task_key, write_stage_record
+from pipeline.targets import count_targets
+
+from .common import Scheduler, Seed, Workers, user_errors, warn
+
+STAGE = "ingest"
+LAYOUTS = ("auto", "dnanet", "basicirstd", "sirst", "sirst-v2", "folder")
+
+
+def ingest_shard(
+    path: str, refs: list[SampleRef], split: str, index: int, n_shards: int, size: int, skip_bad: bool, key_parts: list
+) -> dict:
+    """Read, check and resize one shard's samples; write the shard. Returns its record and warnings."""
+    files = [p for r in refs for p in (r.image, r.mask) if p is not None]
+    key = task_key(key_parts, hash_files(files) if not skip_bad else _hash_existing(files))
+    warnings: list[str] = []
+    if shards.is_complete(path, key):
+        meta = shards.read_meta(path)
+        return {"path": path, "sha256": shards.sha256_file(path), "n_samples": len(meta["sample_id"]),
+                "split": split, "warnings": [], "skipped": 0, "reused": True}
+    images, masks, rows = [], [], []
+    skipped = 0
+    for ref in refs:
+        try:
+            loaded = load_sample(ref, size)
+        except InputError as err:
+            if not skip_bad:
+                raise
+            warnings.append(str(err))
+            skipped += 1
+            continue
+        warnings.extend(loaded.warnings)
+        images.append(loaded.image)
+        masks.append(loaded.mask)
+        rows.append((ref.id, loaded.orig_h, loaded.orig_w))
+    n = len(rows)
+    meta = shards.new_meta(n)
+    for i, (sid, oh, ow) in enumerate(rows):
+        n_t, area = count_targets(masks[i])
+        meta["sample_id"][i] = sid
+        meta["source_id"][i] = sid
+        meta["kind"][i] = "original"
+        meta["n_targets"][i] = n_t
+        meta["source_n_targets"][i] = n_t
+        meta["area"][i] = area
+        meta["source_area"][i] = area
+        meta["orig_h"][i] = oh
+        meta["orig_w"][i] = ow
+    shape = (0, size, size)
+    info = shards.write_shard(
+        path,
+        np.stack(images) if n else np.zeros(shape, np.uint8),
+        np.stack(masks) if n else np.zeros(shape, np.uint8),
+        meta,
+        {"dataset": STAGE, "version": key[:16], "split": split, "shard_index": index, "n_shards": n_shards,
+         "task_key": key},
+    )
+    return {"path": info.path, "sha256": info.sha256, "n_samples": info.n_samples, "split": split,
+            "warnings": warnings, "skipped": skipped, "reused": False}
+
+
+def _hash_existing(files: list[Path]) -> str:
+    # With --skip-bad a missing file is a warning, not a reason to fail the hash.
+    return hash_files([p for p in files if Path(p).is_file()])
+
+
+@user_errors
+def command(
+    source: Annotated[Path, typer.Argument(help="Labelled dataset folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Output shard folder.")],
+    layout: Annotated[str, typer.Option(help=f"One of {', '.join(LAYOUTS)}.")] = "auto",
+    size: Annotated[int, typer.Option(min=16, help="Side of the square shard images (bilinear; masks nearest).")] = 256,
+    shard_size: Annotated[int, typer.Option(min=1, help="Samples per shard (one dask task each).")] = 256,
+    split_ratio: Annotated[float, typer.Option(min=0.0, max=1.0, help="Train fraction for the folder layout.")] = 0.5,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad/--no-skip-bad", help="Warn about bad files and leave them out.")] = False,
+    seed: Seed = 0,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+) -> None:
+    """Read a labelled dataset (DNANet, BasicIRSTD, SIRST, SIRST-V2 or plain folder) into shards."""
+    if layout not in LAYOUTS:
+        raise typer.BadParameter(f"--layout {layout}: use one of {', '.join(LAYOUTS)}")
+    labelled = list_labelled(source, layout, split_ratio=split_ratio, seed=seed, skip_bad=skip_bad)
+    for problem in labelled.problems:
+        warn(problem)
+    params = {"layout": labelled.layout, "size": size, "shard_size": shard_size, "split_ratio": split_ratio,
+              "skip_bad": skip_bad, "seed": seed}
+    with staged_folder(out) as tmp:
+        tasks = []
+        plan = []
+        for split in ("train", "test"):
+            refs = [r for r in labelled.samples if r.split == split]
+            groups = [refs[i : i + shard_size] for i in range(0, len(refs), shard_size)]
+            for i, group in enumerate(groups):
+                name = shards.shard_name(split, i)
+                plan.append(name)
+                tasks.append((str(tmp / name), group, split, i, len(groups), size, skip_bad,
+                              [STAGE, params, [r.id for r in group]]))
+        shards.remove_stale(tmp, plan)
+        with open_client(workers, scheduler, "cpu") as client:
+            results = run_tasks(client, ingest_shard, tasks, "ingest")
+        for r in results:
+            for w in r["warnings"]:
+                warn(w)
+        skipped = sum(r["skipped"] for r in results) + len(labelled.problems)
+        records = [{k: (Path(r["path"]).name if k == "path" else r[k]) for k in ("path", "sha256", "n_samples", "split")}
+                   for r in results]
+        inputs = {"source": {"path": str(source), "layout": labelled.layout, "n_images": sum(r["n_samples"] for r in results),
+                             "content_hash": task_key([r["sha256"] for r in records])}}
+        write_stage_record(tmp, STAGE, {STAGE: params}, inputs, records)
+    counts = {s: sum(r["n_samples"] for r in results if r["split"] == s) for s in ("train", "test")}
+    typer.echo(f"ingest: {labelled.layout} layout, {counts['train']} train / {counts['test']} test samples "
+               f"at {size}x{size} in {out}" + (f"; {skipped} bad file(s) skipped" if skip_bad else ""))

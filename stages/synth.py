@@ -1,0 +1,79 @@
+"""`sirst5k synth OUT`: the built-in synthetic infrared source, so `make repro` needs no data.
+
+Writes OUT/source/ (a labelled set in the DNANet layout: images/, masks/, 50_50/train.txt,
+test.txt) and OUT/frames/<sequence>/<frame>.png (target-free frame sequences for the noise bank).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from pipeline import rng
+from pipeline.cluster import open_client, run_tasks
+from pipeline.imageio import write_png
+from pipeline.outputs import staged_folder
+from pipeline.synth import make_labelled_sample, make_sequence
+
+from .common import Scheduler, Seed, Workers, user_errors
+
+CHUNK = 128  # images per task: enough to amortise dask's per-task cost
+
+
+def _write_images(folder: str, seed: int, indices: list[int], size: int) -> int:
+    folder = Path(folder)
+    for i in indices:
+        image, mask = make_labelled_sample(seed, i, size)
+        write_png(folder / "images" / f"{i + 1:06d}.png", image)
+        write_png(folder / "masks" / f"{i + 1:06d}.png", mask)
+    return len(indices)
+
+
+def _write_sequence(folder: str, seed: int, index: int, n_frames: int, size: int) -> int:
+    frames = make_sequence(seed, index, n_frames, size)
+    seq = Path(folder) / f"seq{index + 1:03d}"
+    for t, frame in enumerate(frames):
+        write_png(seq / f"{t:04d}.png", frame)
+    return len(frames)
+
+
+def split_ids(n_images: int, seed: int) -> tuple[list[str], list[str]]:
+    """A seeded 50/50 split: floor(n/2) train ids, the rest test (1,327 -> 663 / 664, as NUDT-SIRST)."""
+    ids = [f"{i + 1:06d}" for i in range(n_images)]
+    order = rng.generator(seed, "synth", "split").permutation(n_images)
+    train = sorted(ids[i] for i in order[: n_images // 2])
+    test = sorted(ids[i] for i in order[n_images // 2 :])
+    return train, test
+
+
+@user_errors
+def command(
+    out: Annotated[Path, typer.Argument(help="Folder that receives source/ and frames/.")],
+    images: Annotated[int, typer.Option(min=2, help="Labelled images.")] = 1327,
+    sequences: Annotated[int, typer.Option(min=1, help="Frame sequences for the noise bank.")] = 4,
+    frames: Annotated[int, typer.Option(min=2, help="Frames per sequence.")] = 8,
+    size: Annotated[int, typer.Option(min=32, help="Image and frame side in pixels.")] = 256,
+    seed: Seed = 0,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+) -> None:
+    """Write the built-in synthetic infrared source (labelled set + frame sequences)."""
+    chunks = [list(range(s, min(s + CHUNK, images))) for s in range(0, images, CHUNK)]
+    with staged_folder(out / "source") as src, staged_folder(out / "frames") as frm:
+        with open_client(workers, scheduler, "cpu") as client:
+            run_tasks(client, _write_images, [(str(src), seed, c, size) for c in chunks], "synth images")
+            run_tasks(
+                client,
+                _write_sequence,
+                [(str(frm), seed, s, frames, size) for s in range(sequences)],
+                "synth frames",
+            )
+        train, test = split_ids(images, seed)
+        (src / "50_50").mkdir(exist_ok=True)
+        (src / "50_50" / "train.txt").write_text("".join(f"{i}\n" for i in train))
+        (src / "50_50" / "test.txt").write_text("".join(f"{i}\n" for i in test))
+    typer.echo(f"synth: {images} images ({len(train)} train / {len(test)} test) in {out / 'source'}, "
+               f"{sequences} sequences x {frames} frames in {out / 'frames'}")

@@ -1,0 +1,37 @@
+"""`sirst5k verify MANIFEST`: recompute checksums and check schema, counts, masks and labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.cluster import progress_bar
+from pipeline.manifest import find_manifest, load_manifest
+
+from .common import fail, user_errors
+
+
+@user_errors
+def command(
+    manifest: Annotated[Path, typer.Argument(help="Manifest file, or a dataset folder holding manifest.json.")],
+    labels: Annotated[bool, typer.Option("--labels/--no-labels", help="Recount targets in every mask.")] = True,
+) -> None:
+    """Check a published dataset against its manifest; exit 1 naming every problem."""
+    from pipeline.verify import verify_manifest
+
+    path = find_manifest(manifest)
+    if path is None:
+        fail(f"{manifest}: no manifest file (expected a .json file or a folder holding manifest.json)")
+    try:
+        n = sum(len(v.get("shards", [])) for v in load_manifest(path)["splits"].values())
+    except Exception:  # a broken manifest is reported by verify_manifest itself
+        n = 0
+    with progress_bar("verify", n) as advance:
+        problems = verify_manifest(path, on_shard=advance, labels=labels)
+    if problems:
+        for p in problems:
+            typer.echo(f"error: {p}", err=True)
+        fail(f"{path}: {len(problems)} problem(s)", code=1)
+    typer.echo(f"verify: {path}: {n} shards OK")

@@ -26,6 +26,7 @@ COMMANDS = [
     ("verify", "verify"),
     ("export", "export"),
     ("evaluate", "evaluate"),
+    ("modes", "modes"),
 ]
 
 for _name, _module in COMMANDS:

@@ -1,0 +1,65 @@
+"""`sirst5k modes IMAGE MASK --noise-bank FILE --out PNG`: what each mode does to one image.
+
+Reads one labelled image the way `ingest` does (grey, resized to --size, mask nearest), applies
+every transfer and negative mode with the pipeline's own functions and writes one contact
+sheet (see pipeline.mode_sheet). A look at the algorithms, not a pipeline stage: no shards.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import h5py
+import numpy as np
+import typer
+
+from pipeline.errors import InputError
+from pipeline.imageio import write_png
+from pipeline.layouts import SampleRef, load_sample
+from pipeline.mode_sheet import mode_sheet, mode_tiles
+
+from .common import Seed, user_errors, warn
+
+
+def read_bank_patches(path: Path) -> np.ndarray:
+    """The bank's `/patches`, uint8 [R, w, w]; InputError (one line) when it is not a usable bank."""
+    try:
+        with h5py.File(path, "r") as f:
+            patches = f["patches"][()]
+    except FileNotFoundError:
+        raise InputError(path, "cannot read noise bank: no such file") from None
+    except (OSError, KeyError) as err:
+        raise InputError(path, f"not a noise bank: {' '.join(str(err).split())}") from None
+    if patches.ndim != 3 or patches.shape[1] != patches.shape[2]:
+        raise InputError(path, f"noise bank /patches must be [R, w, w], got {patches.shape}")
+    if len(patches) == 0:
+        raise InputError(path, "noise bank is empty")
+    return np.asarray(patches, np.uint8)
+
+
+@user_errors
+def command(
+    image: Annotated[Path, typer.Argument(metavar="IMAGE", help="One labelled image (any supported format).")],
+    mask: Annotated[Path, typer.Argument(metavar="MASK", help="Its target mask.")],
+    noise_bank: Annotated[Path, typer.Option("--noise-bank", help="Noise bank file from `noise-bank`.")],
+    out: Annotated[Path, typer.Option("--out", help="PNG to write.")],
+    size: Annotated[int, typer.Option(min=32, help="Side the image is resized to, as `ingest --size`.")] = 256,
+    target: Annotated[int, typer.Option(min=0, help="Which target (label order) the negatives and zoom show.")] = 0,
+    seed: Seed = 0,
+) -> None:
+    """Draw every transfer and negative mode applied to one image, as one contact sheet."""
+    sample = load_sample(SampleRef(image.stem, image, mask, "train"), size)
+    for w in sample.warnings:
+        warn(w)
+    patches = read_bank_patches(noise_bank)
+    try:
+        tiles = mode_tiles(sample.image, sample.mask, patches, seed=seed, target=target, key=image.stem)
+    except ValueError as err:
+        raise InputError(mask, str(err)) from None
+    title = (f"{image.name} ({sample.orig_w}x{sample.orig_h} -> {size}x{size}), seed {seed}, "
+             f"bank row {tiles[1].params['noise_id']}: full image above, x4 zoom of the blue square below; "
+             "mask outline red, negative box yellow")
+    sheet = mode_sheet(tiles, title)
+    write_png(out, np.asarray(sheet))
+    typer.echo(f"modes: {len(tiles)} tiles -> {out}")

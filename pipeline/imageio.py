@@ -122,9 +122,16 @@ def _mask_values(im: Image.Image, path: Path) -> np.ndarray:
     Colour masks take the brightest channel rather than luma: a label drawn in pure red
     (luma 76) or blue (luma 29) would otherwise fall below the threshold and vanish.
     Palette masks go through their palette colours the same way (a VOC-style index 1 is
-    dark red, 128).
+    dark red, 128). 16-bit masks whose values fit in 0..255 are taken as they are.
     """
-    if im.mode in _WIDE_MODES or im.mode in ("L", "1", "F"):
+    if im.mode in _WIDE_MODES:
+        arr = np.asarray(im)
+        # A 16-bit mask holding small label values (0/1, 0/255) is labels, not radiometry:
+        # the /257 scaling of images would turn 1 into 0 and 255 into 1.
+        if arr.size and 0 <= arr.min() and arr.max() <= 255:
+            return arr.astype(np.uint8)
+        return _to_grey(im, path)
+    if im.mode in ("L", "1", "F"):
         return _to_grey(im, path)
     if im.mode == "LA":
         return np.array(im.getchannel("L"), dtype=np.uint8)

@@ -435,7 +435,8 @@ def load_sample(ref: SampleRef, size: int | tuple[int, int] | None) -> LoadedSam
 
     A mask at another scale of the same picture (aspect ratio within `ASPECT_TOLERANCE`) is
     resized to its image (nearest) with a warning; any other size mismatch is an InputError
-    naming the mask. Images resize bilinear, masks nearest. No target is fine.
+    naming the mask. Images resize bilinear, masks nearest. No target is fine; a mask whose
+    every target the resize erases gives a warning naming it.
     """
     image = read_grey(ref.image)
     h, w = image.shape
@@ -445,15 +446,22 @@ def load_sample(ref: SampleRef, size: int | tuple[int, int] | None) -> LoadedSam
     else:
         mask, found = read_mask(ref.mask)
         warnings.extend(found)
-        mh, mw = mask.shape
-        if (mh, mw) != (h, w):
-            if abs(mw * h - w * mh) > ASPECT_TOLERANCE * w * mh:
-                raise InputError(ref.mask, f"mask is {mw}x{mh} but image is {w}x{h} (aspect ratio differs)")
-            mask = resize_mask(mask, (h, w))
-            warnings.append(f"{ref.mask}: mask is {mw}x{mh} but image is {w}x{h}; resized to the image (nearest)")
+    had_target = bool(mask.any())
+    mh, mw = mask.shape
+    if (mh, mw) != (h, w):
+        if abs(mw * h - w * mh) > ASPECT_TOLERANCE * w * mh:
+            raise InputError(ref.mask, f"mask is {mw}x{mh} but image is {w}x{h} (aspect ratio differs)")
+        mask = resize_mask(mask, (h, w))
+        warnings.append(f"{ref.mask}: mask is {mw}x{mh} but image is {w}x{h}; resized to the image (nearest)")
     if size is not None:
         image = resize_image(image, size)
         mask = resize_mask(mask, size)
+    if had_target and not mask.any():
+        # Nearest-neighbour sampling steps over a target smaller than the resize step. The
+        # sample stays, as an image with no target, but the user should know its label is gone.
+        sh, sw = mask.shape
+        warnings.append(f"{ref.mask}: resizing the {mw}x{mh} mask to {sw}x{sh} erased every target "
+                        f"(smaller than the resize step); kept as an image with no target")
     return LoadedSample(image, mask, h, w, warnings)
 
 
@@ -512,4 +520,18 @@ def list_sequences(root: str | Path) -> dict[str, list[Path]]:
 def frame_sizes(frames: Iterable[Path]) -> list[tuple[int, int]]:
     """`(height, width)` of each frame from its header (no decoding)."""
     return [image_size(p) for p in frames]
+
+
+def sequence_shape(shapes: Iterable[tuple[int, ...]]) -> tuple[int, ...] | None:
+    """The frame shape a sequence is taken to have: the most common one, ties going to the one
+    seen first (None for no frames).
+
+    The first frame alone would let one odd frame at the start (a different camera mode, a
+    rotated still) discard the rest of the sequence.
+    """
+    counts: dict[tuple[int, ...], int] = {}
+    for s in shapes:
+        counts[tuple(s)] = counts.get(tuple(s), 0) + 1
+    # max() keeps the first of equal counts, and dicts keep first-seen order.
+    return max(counts, key=counts.__getitem__) if counts else None
 

@@ -10,7 +10,7 @@ import typer
 
 from pipeline import shards
 from pipeline.cluster import open_client, run_tasks
-from pipeline.errors import InputError
+from pipeline.errors import InputError, OutputError
 from pipeline.layouts import SampleRef, list_labelled, load_sample
 from pipeline.outputs import hash_files, staged_folder, task_key, write_stage_record
 from pipeline.targets import count_targets
@@ -24,14 +24,28 @@ LAYOUTS = ("auto", "dnanet", "basicirstd", "sirst", "sirst-v2", "folder")
 def ingest_shard(
     path: str, refs: list[SampleRef], split: str, index: int, n_shards: int, size: int, skip_bad: bool, key_parts: list
 ) -> dict:
-    """Read, check and resize one shard's samples; write the shard. Returns its record and warnings."""
+    """Read, check and resize one shard's samples; write the shard. Returns its record and warnings.
+
+    A bad file comes back as `{"error": ...}` (see `task_error`) instead of being raised: a task
+    that raises makes every dask worker log its traceback on the user's terminal.
+    """
+    try:
+        return _ingest_shard(path, refs, split, index, n_shards, size, skip_bad, key_parts)
+    except (InputError, OutputError) as err:
+        return {"error": task_error(err)}
+
+
+def _ingest_shard(
+    path: str, refs: list[SampleRef], split: str, index: int, n_shards: int, size: int, skip_bad: bool, key_parts: list
+) -> dict:
     files = [p for r in refs for p in (r.image, r.mask) if p is not None]
     key = task_key(key_parts, hash_files(files) if not skip_bad else _hash_existing(files))
-    warnings: list[str] = []
     if shards.is_complete(path, key):
         meta = shards.read_meta(path)
         return {"path": path, "sha256": shards.sha256_file(path), "n_samples": len(meta["sample_id"]),
-                "split": split, "warnings": [], "skipped": 0, "reused": True}
+                "split": split, "warnings": [], "skipped": 0, "no_target": int((meta["n_targets"] == 0).sum()),
+                "reused": True}
+    warnings: list[str] = []
     images, masks, rows = [], [], []
     skipped = 0
     for ref in refs:
@@ -40,7 +54,7 @@ def ingest_shard(
         except InputError as err:
             if not skip_bad:
                 raise
-            warnings.append(str(err))
+            warnings.append(f"{err}; left out")
             skipped += 1
             continue
         warnings.extend(loaded.warnings)
@@ -70,7 +84,22 @@ def ingest_shard(
          "task_key": key},
     )
     return {"path": info.path, "sha256": info.sha256, "n_samples": info.n_samples, "split": split,
-            "warnings": warnings, "skipped": skipped, "reused": False}
+            "warnings": warnings, "skipped": skipped, "no_target": int((meta["n_targets"] == 0).sum()),
+            "reused": False}
+
+
+def task_error(err: InputError | OutputError) -> dict:
+    """An input/output error as plain data, to return from a dask task (see `raise_task_errors`)."""
+    return {"output": isinstance(err, OutputError), "path": err.path, "problem": err.problem}
+
+
+def raise_task_errors(results: list[dict]) -> None:
+    """Raise the first error returned by a task (task order, so the same input names the same file)."""
+    errors = [r["error"] for r in results if r.get("error")]
+    if not errors:
+        return
+    first = errors[0]
+    raise (OutputError if first["output"] else InputError)(first["path"], first["problem"])
 
 
 def _hash_existing(files: list[Path]) -> str:
@@ -96,7 +125,7 @@ def command(
         raise typer.BadParameter(f"--layout {layout}: use one of {', '.join(LAYOUTS)}")
     labelled = list_labelled(source, layout, split_ratio=split_ratio, seed=seed, skip_bad=skip_bad)
     for problem in labelled.problems:
-        warn(problem)
+        warn(f"{problem}; left out")
     params = {"layout": labelled.layout, "size": size, "shard_size": shard_size, "split_ratio": split_ratio,
               "skip_bad": skip_bad, "seed": seed}
     with staged_folder(out) as tmp:
@@ -113,15 +142,22 @@ def command(
         shards.remove_stale(tmp, plan)
         with open_client(workers, scheduler, "cpu") as client:
             results = run_tasks(client, ingest_shard, tasks, "ingest")
+        raise_task_errors(results)
         for r in results:
             for w in r["warnings"]:
                 warn(w)
         skipped = sum(r["skipped"] for r in results) + len(labelled.problems)
+        n_warnings = sum(len(r["warnings"]) for r in results) - sum(r["skipped"] for r in results)
+        if not sum(r["n_samples"] for r in results):
+            raise InputError(source, f"no usable samples: all {skipped} listed file(s) were bad")
         records = [{k: (Path(r["path"]).name if k == "path" else r[k]) for k in ("path", "sha256", "n_samples", "split")}
                    for r in results]
         inputs = {"source": {"path": str(source), "layout": labelled.layout, "n_images": sum(r["n_samples"] for r in results),
                              "content_hash": task_key([r["sha256"] for r in records])}}
         write_stage_record(tmp, STAGE, {STAGE: params}, inputs, records)
     counts = {s: sum(r["n_samples"] for r in results if r["split"] == s) for s in ("train", "test")}
+    no_target = sum(r["no_target"] for r in results)
     typer.echo(f"ingest: {labelled.layout} layout, {counts['train']} train / {counts['test']} test samples "
-               f"at {size}x{size} in {out}" + (f"; {skipped} bad file(s) skipped" if skip_bad else ""))
+               f"at {size}x{size} in {out}" + (f", {no_target} with no target" if no_target else "")
+               + (f"; {skipped} bad file(s) skipped" if skip_bad else "")
+               + (f"; {n_warnings} warning(s)" if n_warnings else ""))

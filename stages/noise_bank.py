@@ -9,7 +9,7 @@ statistics (`var`, `mean`, and the entry's `seq_var_of_var`, `seq_var_of_mean`).
 from __future__ import annotations
 
 import os
-from collections import Counter
+import shutil
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -21,11 +21,12 @@ from pipeline import PRODUCER
 from pipeline.cluster import open_client, run_tasks
 from pipeline.errors import InputError, OutputError
 from pipeline.imageio import read_grey
-from pipeline.layouts import list_sequences
+from pipeline.layouts import list_sequences, sequence_shape
 from pipeline.noise_bank import extract_patches, select_windows, window_stats
 from pipeline.outputs import hash_files, task_key
 
 from .common import Device, Scheduler, Workers, user_errors, warn
+from .ingest import raise_task_errors, task_error
 
 STAGE = "noise-bank"
 BANK_SCHEMA_VERSION = 1
@@ -33,16 +34,31 @@ _STR = h5py.string_dtype("utf-8")
 
 
 def bank_sequence(name: str, paths: list[str], part: str, params: dict) -> dict:
-    """Select the stable windows of one sequence and write them to a part file."""
+    """Select the stable windows of one sequence and write them to a part file.
+
+    A bad frame comes back as `{"error": ...}` rather than raised, so the user sees one line
+    (a raising task has every dask worker log a traceback).
+    """
+    try:
+        return _bank_sequence(name, paths, part, params)
+    except (InputError, OutputError) as err:
+        return {"sequence": name, "frames": 0, "kept": 0, "rows": 0, "part": part, "warnings": [],
+                "error": task_error(err)}
+
+
+def _bank_sequence(name: str, paths: list[str], part: str, params: dict) -> dict:
+    images = [read_grey(p) for p in paths]
+    # The sequence's size is its most common one: a single odd first frame must not discard the rest.
+    shape = sequence_shape(img.shape for img in images)
     frames, used, skipped = [], [], []
-    for p in paths:
-        img = read_grey(p)
-        if frames and img.shape != frames[0].shape:
-            skipped.append(f"{p}: frame is {img.shape[1]}x{img.shape[0]}, the sequence's first is "
-                           f"{frames[0].shape[1]}x{frames[0].shape[0]}; skipped")
+    for p, img in zip(paths, images):
+        if img.shape != shape:
+            skipped.append(f"{p}: frame is {img.shape[1]}x{img.shape[0]}, most frames of sequence {name} are "
+                           f"{shape[1]}x{shape[0]}; skipped")
             continue
         frames.append(img)
         used.append(p)
+    del images
     w, stride, temporal = params["window"], params["stride"], params["temporal"]
     result = {"sequence": name, "frames": len(used), "kept": 0, "rows": 0, "part": part, "warnings": skipped}
     if len(frames) < 2:
@@ -68,8 +84,20 @@ def bank_sequence(name: str, paths: list[str], part: str, params: dict) -> dict:
     gy, gx = kept[:, 1:2], kept[:, 2:3]
     v = var[t, gy, gx]
     m = mean[t, gy, gx]
+    try:
+        _write_part(part, patches.reshape(k * length, w, w), kept, t, v, m, used, length, stride)
+    except OSError as err:
+        Path(part).unlink(missing_ok=True)
+        raise OutputError(part, f"cannot write noise-bank part: {err.strerror or err}") from err
+    result.update(kept=k, rows=k * length)
+    return result
+
+
+def _write_part(part: str, patches: np.ndarray, kept: np.ndarray, t: np.ndarray, v: np.ndarray, m: np.ndarray,
+                used: list[str], length: int, stride: int) -> None:
+    k = len(kept)
     with h5py.File(part, "w") as f:
-        f["patches"] = patches.reshape(k * length, w, w)
+        f["patches"] = patches
         f["frame_index"] = t.reshape(-1)
         f["entry"] = np.repeat(np.arange(k), length)
         f["t0"] = np.repeat(kept[:, 0], length)
@@ -80,8 +108,6 @@ def bank_sequence(name: str, paths: list[str], part: str, params: dict) -> dict:
         f["seq_var_of_var"] = np.repeat(v.var(axis=1), length)
         f["seq_var_of_mean"] = np.repeat(m.var(axis=1), length)
         f["frame"] = np.array([Path(used[i]).name for i in t.reshape(-1)], dtype=object).astype(_STR)
-    result.update(kept=k, rows=k * length)
-    return result
 
 
 _ROW_FIELDS = ("frame_index", "entry", "t0", "y", "x", "var", "mean", "seq_var_of_var", "seq_var_of_mean")
@@ -166,26 +192,33 @@ def command(
         parts_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(out, f"cannot write: {err.strerror or err}") from err
-    tasks = [(name, [str(p) for p in paths], str(parts_dir / f"{i:05d}.h5"), params)
-             for i, (name, paths) in enumerate(sequences.items())]
-    with open_client(workers, scheduler, device) as client:
-        results = run_tasks(client, bank_sequence, tasks, "noise-bank")
-    for r in results:
-        for w in r["warnings"]:
-            warn(w)
-    print_table(results)
-    if not any(r["rows"] for r in results):
+    try:
+        tasks = [(name, [str(p) for p in paths], str(parts_dir / f"{i:05d}.h5"), params)
+                 for i, (name, paths) in enumerate(sequences.items())]
+        with open_client(workers, scheduler, device) as client:
+            results = run_tasks(client, bank_sequence, tasks, "noise-bank")
+        try:
+            raise_task_errors(results)
+        except OutputError as err:
+            # a part file is scratch space the user never sees: name the bank instead
+            raise OutputError(out, err.problem) from err
         for r in results:
-            Path(r["part"]).unlink(missing_ok=True)
-        parts_dir.rmdir()
-        hint = ("no window passed the thresholds: loosen --max-var / --max-seq-var / --max-seq-mean, lower "
-                "--min-mean" + (", or set --temporal 2 (real sequences are sparse and moving)" if temporal != 2 else ""))
-        raise InputError(frames, f"empty noise bank: {hint}")
-    all_frames = [p for paths in sequences.values() for p in paths]
-    attrs = {"schema_version": BANK_SCHEMA_VERSION, "producer": PRODUCER, "stage": STAGE,
-             "frames_hash": hash_files(all_frames), "n_sequences": len(sequences), "n_frames": len(all_frames),
-             **params}
-    attrs["version"] = task_key(attrs)[:16]
-    rows = merge_parts(results, out, attrs)
-    parts_dir.rmdir()
+            for w in r["warnings"]:
+                warn(w)
+        print_table(results)
+        if not any(r["rows"] for r in results):
+            hint = ("no window passed the thresholds: loosen --max-var / --max-seq-var / --max-seq-mean, lower "
+                    "--min-mean")
+            if temporal != 2:
+                hint += ", or set --temporal 2 (real sequences are sparse and moving)"
+            raise InputError(frames, f"empty noise bank: {hint}")
+        all_frames = [p for paths in sequences.values() for p in paths]
+        attrs = {"schema_version": BANK_SCHEMA_VERSION, "producer": PRODUCER, "stage": STAGE,
+                 "frames_hash": hash_files(all_frames), "n_sequences": len(sequences), "n_frames": len(all_frames),
+                 **params}
+        attrs["version"] = task_key(attrs)[:16]
+        rows = merge_parts(results, out, attrs)
+    finally:
+        # The parts folder is this stage's scratch space: nothing of it outlives the run.
+        shutil.rmtree(parts_dir, ignore_errors=True)
     typer.echo(f"noise-bank: {sum(r['kept'] for r in results)} windows, {rows} patches of {window}x{window} -> {out}")

@@ -1,0 +1,217 @@
+"""`sirst5k noise-bank` on frame folders as they come: layouts, odd frames, 16-bit, errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from pipeline.layouts import sequence_shape
+from stages.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+WINDOW = 16
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> str:
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                      scheduler_kwargs={"dashboard_address": ":0"}, silence_logs=logging.ERROR) as cluster:
+        yield cluster.scheduler_address
+
+
+def flat_frame(seed: int, size: tuple[int, int] = (64, 64), level: int = 100) -> np.ndarray:
+    """A featureless frame with faint sensor noise: every 16-px window passes the default test."""
+    rng = np.random.default_rng(seed)
+    return (level + rng.integers(-2, 3, size)).astype(np.uint8)
+
+
+def save(path: Path, frame: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(frame).save(path)
+    return path
+
+
+def bank(frames: Path, out: Path, *extra: str, scheduler: str):
+    return runner.invoke(app, ["noise-bank", str(frames), "--out", str(out), "--window", str(WINDOW),
+                               "--scheduler", scheduler, *extra])
+
+
+def table_rows(stdout: str) -> dict[str, tuple[int, int, int]]:
+    """sequence -> (frames used, windows kept, patch rows) from the printed table."""
+    rows = {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in re.split(r"[│┃|]", line) if c.strip()]
+        if len(cells) == 4 and cells[1].isdigit():
+            rows[cells[0]] = tuple(int(c) for c in cells[1:])
+    return rows
+
+
+def read_bank(path: Path) -> dict:
+    with h5py.File(path) as f:
+        return {"patches": f["patches"][()], "sequence": f["sequence"].asstr()[()], "frame": f["frame"].asstr()[()],
+                "entry": f["entry"][()], "y": f["y"][()], "x": f["x"][()], "t0": f["t0"][()],
+                "attrs": dict(f.attrs)}
+
+
+def no_leftovers(out: Path) -> bool:
+    return not out.exists() and not any(p.name.startswith(f".{out.name}") for p in out.parent.iterdir())
+
+
+def test_folder_per_sequence_with_a_single_frame_sequence(tmp_path: Path, scheduler: str) -> None:
+    frames = tmp_path / "frames"
+    for i in range(3):
+        save(frames / "seqA" / f"{i + 1}.png", flat_frame(i))
+    save(frames / "seqB" / "7.png", flat_frame(9))
+    out = tmp_path / "bank.h5"
+    result = bank(frames, out, scheduler=scheduler)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "warning: sequence seqB: 1 usable frame(s), needs 2 to test stability; skipped"]
+    assert table_rows(result.stdout) == {"seqA": (3, 16, 48), "seqB": (1, 0, 0), "total": (4, 16, 48)}
+    b = read_bank(out)
+    assert b["patches"].shape == (48, WINDOW, WINDOW) and set(b["sequence"]) == {"seqA"}
+    assert b["attrs"]["n_sequences"] == 2 and b["attrs"]["window"] == WINDOW
+    assert not (tmp_path / ".bank.h5.parts").exists()
+
+
+def test_flat_folder_groups_by_prefix(tmp_path: Path, scheduler: str) -> None:
+    frames = tmp_path / "frames"
+    for n in (161, 162, 170):
+        save(frames / f"S1-{n}.png", flat_frame(n))
+    for n in (5, 6):
+        save(frames / f"S2-{n}.png", flat_frame(n))
+    out = tmp_path / "bank.h5"
+    result = bank(frames, out, "--temporal", "2", scheduler=scheduler)
+    assert result.exit_code == 0 and result.stderr == "", result.output
+    # temporal 2: S1 has pairs (161,162), (162,170); S2 one pair; 16 windows each
+    assert table_rows(result.stdout) == {"S1": (3, 32, 64), "S2": (2, 16, 32), "total": (5, 48, 96)}
+    b = read_bank(out)
+    s1 = b["sequence"] == "S1"
+    assert set(b["frame"][s1]) == {"S1-161.png", "S1-162.png", "S1-170.png"}
+    assert set(b["frame"][~s1]) == {"S2-5.png", "S2-6.png"}
+    # each entry is a pair of consecutive frames of one sequence
+    first = b["frame"][s1][0::2], b["frame"][s1][1::2]
+    assert set(zip(*first)) == {("S1-161.png", "S1-162.png"), ("S1-162.png", "S1-170.png")}
+
+
+def test_frames_of_another_size_are_skipped_against_the_most_common_size(tmp_path: Path, scheduler: str) -> None:
+    frames = tmp_path / "frames"
+    odd = save(frames / "seqC" / "c-1.png", flat_frame(0, (48, 64)))  # first frame is the odd one
+    for i in (2, 3, 4):
+        save(frames / "seqC" / f"c-{i}.png", flat_frame(i))
+    # a tie (two 64x64, two 48x64) goes to the size seen first
+    for i, size in ((1, (64, 64)), (2, (64, 64)), (3, (48, 64)), (4, (48, 64))):
+        save(frames / "seqD" / f"d-{i}.png", flat_frame(10 + i, size))
+    out = tmp_path / "bank.h5"
+    result = bank(frames, out, scheduler=scheduler)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        f"warning: {odd}: frame is 64x48, most frames of sequence seqC are 64x64; skipped",
+        f"warning: {frames / 'seqD' / 'd-3.png'}: frame is 64x48, most frames of sequence seqD are 64x64; skipped",
+        f"warning: {frames / 'seqD' / 'd-4.png'}: frame is 64x48, most frames of sequence seqD are 64x64; skipped",
+    ]
+    assert table_rows(result.stdout) == {"seqC": (3, 16, 48), "seqD": (2, 16, 32), "total": (5, 32, 80)}
+    assert "c-1.png" not in set(read_bank(out)["frame"])
+
+
+def test_sequence_shape_rule() -> None:
+    assert sequence_shape([(4, 5), (6, 7), (6, 7)]) == (6, 7)
+    assert sequence_shape([(4, 5), (6, 7), (6, 7), (4, 5)]) == (4, 5)
+    assert sequence_shape(iter([(2, 2)])) == (2, 2)
+    assert sequence_shape([]) is None
+
+
+def test_sixteen_bit_frames(tmp_path: Path, scheduler: str) -> None:
+    frames = tmp_path / "frames"
+    grey = [flat_frame(i) for i in range(3)]
+    for i, g in enumerate(grey):
+        save(frames / "wide" / f"{i}.png", g.astype(np.uint16) * 257)
+    assert Image.open(frames / "wide" / "0.png").mode.startswith("I")
+    out = tmp_path / "bank.h5"
+    result = bank(frames, out, scheduler=scheduler)
+    assert result.exit_code == 0, result.output
+    b = read_bank(out)
+    assert len(b["patches"]) == 48
+    for row in (0, 17, 47):
+        t = int(b["frame"][row].split(".")[0])
+        y, x = b["y"][row], b["x"][row]
+        np.testing.assert_array_equal(b["patches"][row], grey[t][y : y + WINDOW, x : x + WINDOW])
+
+
+@pytest.mark.parametrize("temporal", ["0", "2"])
+def test_empty_bank_is_an_error_with_a_hint(tmp_path: Path, scheduler: str, temporal: str) -> None:
+    frames = tmp_path / "frames"
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        save(frames / "busy" / f"{i}.png", rng.integers(0, 256, (64, 64)).astype(np.uint8))
+    out = tmp_path / "bank.h5"
+    result = bank(frames, out, "--temporal", temporal, scheduler=scheduler)
+    assert result.exit_code == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {frames}: empty noise bank: no window passed the thresholds: loosen "
+                           "--max-var / --max-seq-var / --max-seq-mean, lower --min-mean")
+    assert line.endswith(", or set --temporal 2 (real sequences are sparse and moving)") == (temporal == "0")
+    assert table_rows(result.stdout)["busy"] == (3, 0, 0)  # the table still says where nothing was kept
+    assert no_leftovers(out)
+
+
+def test_corrupt_frame_is_one_line_and_leaves_nothing(tmp_path: Path, scheduler: str) -> None:
+    frames = tmp_path / "frames"
+    for i in range(3):
+        save(frames / "seqA" / f"{i}.png", flat_frame(i))
+    bad = frames / "seqA" / "3.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    out = tmp_path / "bank.h5"
+    result = bank(frames, out, scheduler=scheduler)
+    assert result.exit_code == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {bad}: cannot read image")
+    assert no_leftovers(out)
+
+
+def test_unwritable_bank(tmp_path: Path, scheduler: str) -> None:
+    frames = tmp_path / "frames"
+    for i in range(2):
+        save(frames / "seqA" / f"{i}.png", flat_frame(i))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = bank(frames, blocker / "bank.h5", scheduler=scheduler)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [f"error: {blocker / 'bank.h5'}: cannot write: Not a directory"]
+
+
+def test_empty_frames_folder(tmp_path: Path, scheduler: str) -> None:
+    (tmp_path / "frames").mkdir()
+    result = bank(tmp_path / "frames", tmp_path / "bank.h5", scheduler=scheduler)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [f"error: {tmp_path / 'frames'}: folder is empty"]
+    assert no_leftovers(tmp_path / "bank.h5")
+
+
+def test_bad_frame_in_a_worker_reaches_the_terminal_as_one_line(tmp_path: Path) -> None:
+    frames = tmp_path / "frames"
+    for i in range(2):
+        save(frames / "seqA" / f"{i}.png", flat_frame(i))
+    (frames / "seqA" / "2.png").write_bytes(b"")
+    out = tmp_path / "bank.h5"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore:Port:UserWarning"}
+    proc = subprocess.run([sys.executable, "-m", "stages.cli", "noise-bank", str(frames), "--out", str(out),
+                           "--workers", "1", "--device", "cpu"], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=120)
+    assert proc.returncode == 2
+    bad = frames / "seqA" / "2.png"
+    assert proc.stderr.splitlines() == [f"error: {bad}: cannot read image: file is empty (0 bytes)"]
+    assert "Traceback" not in proc.stdout and no_leftovers(out)

@@ -17,6 +17,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from .errors import InputError, OutputError
 
 MANIFEST_SCHEMA_VERSION = 1
@@ -24,13 +26,22 @@ REQUIRED = ("schema_version", "name", "version", "producer", "dataset_dir", "par
 IN_DATASET_NAME = "manifest.json"
 
 
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays (counts and params read back from HDF5) as the Python values they hold,
+    so they write exactly as Python numbers do."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def canonical_json(data: Any) -> str:
-    return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    """Sorted keys, floats by repr (shortest round trip), no NaN: equal content, equal bytes."""
+    return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False, default=_plain) + "\n"
 
 
 def content_version(*parts: Any) -> str:
     """A short stable hash of JSON-able parts (inputs, params, producer)."""
-    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), allow_nan=False, default=_plain).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 

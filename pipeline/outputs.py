@@ -10,14 +10,19 @@ folder: nothing half-written stays behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .errors import InputError, OutputError
+
+
+PROBE_PREFIX = ".probe-"
 
 
 def partial_dir(out: Path) -> Path:
@@ -28,19 +33,83 @@ def partial_dir(out: Path) -> Path:
 def staged_folder(out: str | Path) -> Iterator[Path]:
     out = Path(out)
     tmp = partial_dir(out)
+    resumed = tmp.is_dir()
     try:
         tmp.mkdir(parents=True, exist_ok=True)
-        probe = tmp / f".probe-{os.getpid()}"
+        probe = tmp / f"{PROBE_PREFIX}{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
+        if not resumed:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise OutputError(out, f"cannot write output folder: {err.strerror or err}") from err
+    _remove_old_swaps(out)
     try:
         yield tmp
-    except (InputError, OutputError):
+    except (InputError, OutputError) as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OutputError):
+            # the partial folder is gone: name the file where the user will look for it
+            path = out / Path(err.path).relative_to(tmp) if _inside(err.path, tmp) else err.path
+            raise OutputError(path, one_line(err.problem)) from err
         raise
+    _remove_temporaries(tmp)
     swap_into_place(tmp, out)
+
+
+_ERRNO = re.compile(r"errno = (\d+)")
+
+
+def one_line(problem: str) -> str:
+    """An HDF5 error spans lines and buries its cause (`..., errno = 28, ...`): keep the cause."""
+    if "\n" not in problem:
+        return problem
+    found = _ERRNO.search(problem)
+    if found:
+        head = problem.split(":", 1)[0] if ":" in problem else "cannot write"
+        return f"{head}: {os.strerror(int(found.group(1)))}"
+    return " ".join(problem.split())
+
+
+def _inside(path: str | Path, folder: Path) -> bool:
+    try:
+        Path(path).relative_to(folder)
+    except ValueError:
+        return False
+    return True
+
+
+def _remove_temporaries(folder: Path) -> None:
+    """Files a lost worker or a killed run left under a temporary name (`.NAME.partial-PID`,
+    `.probe-PID`): never part of an output."""
+    for p in folder.iterdir():
+        temporary = p.name.startswith(PROBE_PREFIX) or (p.name.startswith(".") and ".partial" in p.name)
+        if temporary and p.is_file():
+            p.unlink(missing_ok=True)
+
+
+def _remove_old_swaps(out: Path) -> None:
+    """A run killed inside `swap_into_place` leaves the previous output as `.NAME.old-PID`."""
+    for old in out.parent.glob(f".{out.name}.old-*"):
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+
+
+def check_can_create(path: str | Path) -> None:
+    """Fail now, creating nothing, when `path` (a file still to be written) cannot be created:
+    its nearest existing ancestor is not a folder, or is not writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(path, f"cannot write: {os.strerror(errno.EISDIR)}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(path, f"cannot write: {os.strerror(errno.ENOTDIR)} ({parent} is a file)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(path, f"cannot write: {os.strerror(errno.EACCES)} ({parent})")
 
 
 def swap_into_place(tmp: Path, out: Path) -> None:

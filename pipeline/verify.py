@@ -1,8 +1,13 @@
-"""Check a published dataset against its manifest: checksums, schema, counts, masks, labels."""
+"""Check a published dataset against its manifest: checksums, schema, counts, masks, labels.
+
+Every problem is one line that starts with the file it is about (the manifest or a shard);
+a malformed manifest or shard is a problem to report, never a traceback.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
 import h5py
@@ -10,9 +15,12 @@ import numpy as np
 
 from .errors import InputError
 from .manifest import content_version, dataset_dir, load_manifest
-from .shards import KINDS, META_FIELDS, ROOT_ATTRS, SCHEMA_VERSION, sha256_file
+from .shards import KINDS, META_FIELDS, ROOT_ATTRS, SCHEMA_VERSION, SHARD_SUFFIX, sha256_file
 
 BLOCK = 256  # images read at a time: bounded memory for any shard size
+SHA256 = re.compile(r"[0-9a-f]{64}")
+# kinds whose mask is the source's mask: same targets, same area
+SAME_MASK_KINDS = ("original", "transfer")
 
 
 def manifest_version(manifest: dict[str, Any]) -> str:
@@ -32,109 +40,220 @@ def verify_manifest(path: str | Path, on_shard: Callable[[], None] | None = None
         manifest = load_manifest(path)
     except InputError as err:
         return [str(err)]
-    problems: list[str] = []
-    if manifest_version(manifest) != manifest["version"]:
-        problems.append(f"{path}: version {manifest['version']} does not match its name/inputs/params/producer "
-                        f"(edited by hand?)")
+    problems = _check_structure(path, manifest)
+    if problems:
+        return problems  # the rest relies on the structure
+    try:
+        if manifest_version(manifest) != manifest["version"]:
+            problems.append(f"{path}: version {manifest['version']} does not match its name/inputs/params/producer "
+                            f"(edited by hand?)")
+    except (TypeError, ValueError) as err:
+        problems.append(f"{path}: cannot hash inputs/params for the version: {err}")
     root = dataset_dir(path, manifest)
     seen_ids: set[str] = set()
+    listed: set[Path] = set()
+    sizes: dict[str, tuple] = {}  # the first shard's image size
     for split, entry in sorted(manifest["splits"].items()):
         kinds = {k: 0 for k in KINDS}
         total = 0
-        for i, s in enumerate(entry.get("shards", [])):
+        for i, s in enumerate(entry["shards"]):
             shard = root / s["path"]
-            problems += _check_shard(shard, s, manifest, split, i, len(entry["shards"]), kinds, seen_ids, labels)
-            total += s.get("n_samples", 0)
+            if shard in listed:
+                problems.append(f"{shard}: listed twice in the manifest")
+            listed.add(shard)
+            try:
+                problems += _check_shard(shard, s, manifest, split, i, len(entry["shards"]), kinds, seen_ids,
+                                         sizes, labels)
+            except Exception as err:  # a damaged file must not stop the other checks
+                problems.append(f"{shard}: cannot check: {type(err).__name__}: {err}")
+            total += s["n_samples"]
             if on_shard:
                 on_shard()
-        if total != entry.get("n_samples"):
-            problems.append(f"{path}: split {split} lists n_samples {entry.get('n_samples')} but its shards hold {total}")
-        listed = {k: v for k, v in entry.get("kinds", {}).items() if v}
+        if total != entry["n_samples"]:
+            problems.append(f"{path}: split {split} lists n_samples {entry['n_samples']} but its shards hold {total}")
+        listed_kinds = {k: v for k, v in entry["kinds"].items() if v}
         found = {k: v for k, v in kinds.items() if v}
-        if listed != found:
-            problems.append(f"{path}: split {split} kinds {listed} but the shards hold {found}")
+        if listed_kinds != found:
+            problems.append(f"{path}: split {split} kinds {listed_kinds} but the shards hold {found}")
+    if root.is_dir():
+        for extra in sorted(p for p in root.glob(f"*{SHARD_SUFFIX}") if p not in listed and not p.name.startswith(".")):
+            problems.append(f"{extra}: shard in the dataset folder is not listed in the manifest")
+    else:
+        problems.append(f"{root}: dataset folder of {path} does not exist")
     return problems
 
 
+def _check_structure(path: Path, manifest: dict[str, Any]) -> list[str]:
+    """The manifest's own fields have the types the schema gives them."""
+    problems = []
+    for key, kind in (("name", str), ("version", str), ("producer", str), ("dataset_dir", str), ("params", dict),
+                      ("inputs", dict), ("splits", dict)):
+        if not isinstance(manifest[key], kind):
+            problems.append(f"{path}: {key} is {type(manifest[key]).__name__}, expected {kind.__name__}")
+    if problems:
+        return problems
+    for split, entry in sorted(manifest["splits"].items()):
+        where = f"{path}: split {split}"
+        if not isinstance(entry, dict):
+            problems.append(f"{where} is not an object")
+            continue
+        if not _count(entry.get("n_samples")):
+            problems.append(f"{where}: n_samples {entry.get('n_samples')!r} is not a count")
+        kinds = entry.get("kinds")
+        if not isinstance(kinds, dict) or not all(k in KINDS and _count(v) for k, v in kinds.items()):
+            problems.append(f"{where}: kinds {kinds!r} is not a count per kind ({', '.join(KINDS)})")
+        shard_list = entry.get("shards")
+        if not isinstance(shard_list, list):
+            problems.append(f"{where}: shards is not a list")
+            continue
+        for i, s in enumerate(shard_list):
+            if not isinstance(s, dict):
+                problems.append(f"{where}: shard {i} is not an object")
+                continue
+            rel = s.get("path")
+            if not isinstance(rel, str) or not rel or PurePosixPath(rel).is_absolute() or ".." in PurePosixPath(rel).parts:
+                problems.append(f"{where}: shard {i} path {rel!r} is not a path inside the dataset folder")
+            if not isinstance(s.get("sha256"), str) or not SHA256.fullmatch(s["sha256"]):
+                problems.append(f"{where}: shard {rel!r} sha256 {s.get('sha256')!r} is not a sha256 hex digest")
+            if not _count(s.get("n_samples")):
+                problems.append(f"{where}: shard {rel!r} n_samples {s.get('n_samples')!r} is not a count")
+    return problems
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _check_shard(shard: Path, entry: dict, manifest: dict, split: str, index: int, n_shards: int,
-                 kinds: dict[str, int], seen_ids: set[str], labels: bool) -> list[str]:
+                 kinds: dict[str, int], seen_ids: set[str], sizes: dict, labels: bool) -> list[str]:
     if not shard.is_file():
         return [f"{shard}: shard listed in the manifest is missing"]
     problems = []
     digest = sha256_file(shard)
-    if digest != entry.get("sha256"):
-        problems.append(f"{shard}: sha256 {digest[:12]}... does not match the manifest's {str(entry.get('sha256'))[:12]}...")
+    if digest != entry["sha256"]:
+        problems.append(f"{shard}: sha256 {digest[:12]}... does not match the manifest's {entry['sha256'][:12]}...")
     try:
-        with h5py.File(shard, "r") as f:
-            problems += _check_contents(f, shard, entry, manifest, split, index, n_shards, kinds, seen_ids, labels)
+        f = h5py.File(shard, "r")
     except OSError as err:
-        problems.append(f"{shard}: cannot open as HDF5 ({err})")
+        return problems + [f"{shard}: cannot open as HDF5 ({err})"]
+    try:
+        with f:
+            problems += _check_contents(f, shard, entry, manifest, split, index, n_shards, kinds, seen_ids, sizes,
+                                        labels)
+    except (OSError, KeyError, ValueError, TypeError) as err:
+        problems.append(f"{shard}: cannot read ({type(err).__name__}: {err})")
     return problems
 
 
+def _dtype_ok(ds: h5py.Dataset, want: object) -> bool:
+    if want is META_FIELDS["sample_id"][0]:
+        return h5py.check_string_dtype(ds.dtype) is not None
+    return ds.dtype.kind == np.dtype(want).kind
+
+
 def _check_contents(f: h5py.File, shard: Path, entry: dict, manifest: dict, split: str, index: int, n_shards: int,
-                    kinds: dict[str, int], seen_ids: set[str], labels: bool) -> list[str]:
+                    kinds: dict[str, int], seen_ids: set[str], sizes: dict, labels: bool) -> list[str]:
     problems = []
     attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
     missing = [a for a in ROOT_ATTRS if a not in attrs]
     if missing:
         problems.append(f"{shard}: root attributes missing: {', '.join(missing)}")
     expect = {"schema_version": SCHEMA_VERSION, "dataset": manifest["name"], "version": manifest["version"],
-              "split": split, "shard_index": index, "n_shards": n_shards}
+              "split": split, "shard_index": index, "n_shards": n_shards, "producer": manifest["producer"]}
     for k, v in expect.items():
         if k in attrs and attrs[k] != v:
             problems.append(f"{shard}: attribute {k} is {attrs[k]!r}, expected {v!r}")
     for name in ("images", "masks"):
-        if name not in f:
+        if not isinstance(f.get(name), h5py.Dataset):
             problems.append(f"{shard}: no /{name}")
-    if problems and ("images" not in f or "masks" not in f):
+    if not isinstance(f.get("images"), h5py.Dataset) or not isinstance(f.get("masks"), h5py.Dataset):
         return problems
     images, masks = f["images"], f["masks"]
-    n = images.shape[0]
+    n = images.shape[0] if images.ndim else 0
     if images.dtype != np.uint8 or masks.dtype != np.uint8 or images.ndim != 3 or masks.shape != images.shape:
         problems.append(f"{shard}: images {images.dtype}{images.shape} / masks {masks.dtype}{masks.shape}: "
                         "need uint8 [N, H, W] of equal shape")
         return problems
-    if n != entry.get("n_samples"):
-        problems.append(f"{shard}: holds {n} samples, the manifest says {entry.get('n_samples')}")
+    size = images.shape[1:]
+    first, first_shard = sizes.setdefault("first", (size, shard))
+    if size != first:
+        problems.append(f"{shard}: images are {size[0]}x{size[1]}, {first_shard.name} has {first[0]}x{first[1]}")
+    for name, ds in (("images", images), ("masks", masks)):
+        if n and ds.chunks != (1, *size):
+            problems.append(f"{shard}: /{name} chunks {ds.chunks}, the schema says one image a chunk {(1, *size)}")
+    if n != entry["n_samples"]:
+        problems.append(f"{shard}: holds {n} samples, the manifest says {entry['n_samples']}")
     meta = {}
-    for name in META_FIELDS:
-        if "meta" not in f or name not in f["meta"]:
+    for name, (dtype, _) in META_FIELDS.items():
+        ds = f.get(f"meta/{name}")
+        if not isinstance(ds, h5py.Dataset):
             problems.append(f"{shard}: no /meta/{name}")
             continue
-        ds = f["meta"][name]
-        meta[name] = ds.asstr()[()] if ds.dtype.kind == "O" else ds[()]
-        if len(meta[name]) != n:
-            problems.append(f"{shard}: /meta/{name} has {len(meta[name])} rows for {n} samples")
+        if not _dtype_ok(ds, dtype):
+            problems.append(f"{shard}: /meta/{name} has dtype {ds.dtype}, expected {np.dtype(dtype)}")
+            continue
+        meta[name] = ds.asstr()[()] if h5py.check_string_dtype(ds.dtype) else ds[()]
+        if np.ndim(meta[name]) != 1 or len(meta[name]) != n:
+            problems.append(f"{shard}: /meta/{name} has shape {np.shape(meta[name])} for {n} samples")
+            del meta[name]
     if "kind" in meta:
         for kind, count in zip(*np.unique(meta["kind"], return_counts=True)):
             if kind not in kinds:
                 problems.append(f"{shard}: unknown kind {kind!r}")
             else:
                 kinds[kind] += int(count)
+    ids = meta.get("sample_id", np.array([f"#{i}" for i in range(n)], dtype=object))
     if "sample_id" in meta:
-        dup = seen_ids.intersection(meta["sample_id"])
-        if dup or len(set(meta["sample_id"])) != n:
+        dup = seen_ids.intersection(ids)
+        if dup or len(set(ids)) != n:
             problems.append(f"{shard}: duplicate sample ids, e.g. {sorted(dup)[:3]}")
-        seen_ids.update(meta["sample_id"])
-    bad_mask, bad_label = [], []
+        seen_ids.update(ids)
+    problems += _check_labels(shard, masks, meta, ids, labels)
+    return problems
+
+
+def _check_labels(shard: Path, masks: h5py.Dataset, meta: dict, ids: np.ndarray, labels: bool) -> list[str]:
+    """Mask values, and the label checks the producing stages recorded (areas, target counts)."""
     if labels:
         from skimage.measure import label as cc_label
+    n = masks.shape[0]
+    bad_mask: list[tuple[str, list[int]]] = []
+    bad: dict[str, list[tuple[str, int, int]]] = {"n_targets": [], "area": [], "source_area": [],
+                                                  "source_n_targets": []}
+    same_mask = np.isin(meta["kind"], SAME_MASK_KINDS) if "kind" in meta else np.zeros(n, bool)
+
+    def check(field: str, i: int, got: int, want) -> None:
+        if want is not None and int(want) >= 0 and got != int(want):
+            bad[field].append((ids[i], got, int(want)))
+
     for start in range(0, n, BLOCK):
         block = masks[start : start + BLOCK]
-        values = np.unique(block)
-        if not np.isin(values, (0, 255)).all():
-            bad_mask.append(start)
-        if labels and "n_targets" in meta:
-            for j, m in enumerate(block):
-                want = int(meta["n_targets"][start + j])
-                got = int(cc_label(m > 0, connectivity=2).max())
-                if want >= 0 and got != want:
-                    bad_label.append((meta.get("sample_id", [""] * n)[start + j], want, got))
+        for j in np.flatnonzero(~np.isin(block, (0, 255)).all(axis=(1, 2))):
+            values = [int(v) for v in np.unique(block[j]) if v not in (0, 255)]
+            bad_mask.append((ids[start + j], values))
+        for j, m in enumerate(block):
+            i = start + j
+            area = int(np.count_nonzero(m))
+            check("area", i, area, meta["area"][i] if "area" in meta else None)
+            # a negative moves mask pixels inside its box, so every kind keeps the source's area
+            check("source_area", i, area, meta["source_area"][i] if "source_area" in meta else None)
+            if labels:
+                count = int(cc_label(m > 0, connectivity=2).max())
+                check("n_targets", i, count, meta["n_targets"][i] if "n_targets" in meta else None)
+                if same_mask[i]:
+                    check("source_n_targets", i, count,
+                          meta["source_n_targets"][i] if "source_n_targets" in meta else None)
+    problems = []
     if bad_mask:
-        problems.append(f"{shard}: masks hold values other than 0 and 255")
-    if bad_label:
-        sid, want, got = bad_label[0]
-        problems.append(f"{shard}: {len(bad_label)} sample(s) whose mask target count differs from meta "
-                        f"n_targets, e.g. {sid}: {got} != {want}")
+        sid, values = bad_mask[0]
+        problems.append(f"{shard}: {len(bad_mask)} mask(s) hold values other than 0 and 255, "
+                        f"e.g. {sid}: {values[:5]}")
+    what = {"n_targets": "mask target count differs from meta n_targets",
+            "area": "mask area differs from meta area",
+            "source_area": "mask area differs from meta source_area (the source's area)",
+            "source_n_targets": "mask target count differs from meta source_n_targets (an unchanged mask)"}
+    for field, rows in bad.items():
+        if rows:
+            sid, got, want = rows[0]
+            problems.append(f"{shard}: {len(rows)} sample(s) whose {what[field]}, e.g. {sid}: {got} != {want}")
     return problems

@@ -17,7 +17,7 @@ from pipeline import PRODUCER, shards
 from pipeline.cluster import open_client, progress_bar, run_tasks
 from pipeline.errors import InputError
 from pipeline.manifest import IN_DATASET_NAME, MANIFEST_SCHEMA_VERSION, content_version, write_json_atomic
-from pipeline.outputs import read_stage_record, staged_folder, task_key
+from pipeline.outputs import check_can_create, read_stage_record, staged_folder, task_key
 from pipeline.verify import manifest_version, verify_manifest
 
 from .common import Scheduler, Workers, fail, user_errors
@@ -85,6 +85,8 @@ def command(
     scheduler: Scheduler = None,
 ) -> None:
     """Assemble the final shards and the manifest."""
+    # before any work: a dataset whose manifest cannot be written would be published undescribed
+    check_can_create(manifest)
     train_sources = input_shards(ingest, "train")
     test_sources = input_shards(ingest, "test")
     neg_sources = [(p, sha) for p, sha in input_shards(negatives, "train")]

@@ -1,0 +1,257 @@
+"""`sirst5k verify`: a clean dataset passes; every kind of damage is caught, naming the file.
+
+One small dataset is published per module (synth -> ingest -> negatives -> publish, through an
+in-process dask cluster); each test damages its own copy of it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.manifest import canonical_json
+from pipeline.shards import sha256_file
+from pipeline.verify import verify_manifest
+from stages.cli import app
+
+pytestmark = pytest.mark.slow
+
+runner = CliRunner()
+
+
+def cli(*args) -> str:
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, f"sirst5k {' '.join(map(str, args))} failed:\n{result.output}"
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory) -> Iterator[Path]:
+    """root/dataset (shards + manifest.json) and root/manifests/sirst5k.json."""
+    from distributed import LocalCluster
+
+    root = tmp_path_factory.mktemp("published")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        s = ["--scheduler", cluster.scheduler_address]
+        cli("synth", root / "out", "--images", 24, "--sequences", 2, "--frames", 4, "--size", 128, *s)
+        cli("ingest", root / "out" / "source", "--out", root / "ingest", "--size", 128, "--shard-size", 8, *s)
+        # negatives straight from ingest: any shard folder will do
+        cli("negatives", root / "ingest", "--out", root / "negatives", "--device", "cpu", *s)
+        cli("publish", "--ingest", root / "ingest", "--negatives", root / "negatives", "--out", root / "dataset",
+            "--manifest", root / "manifests" / "sirst5k.json", "--shard-size", 16, "--no-verify", *s)
+    yield root
+
+
+@pytest.fixture
+def copy(published: Path, tmp_path: Path) -> Path:
+    """A private copy of the dataset and its manifest, same relative layout; returns the manifest."""
+    shutil.copytree(published / "dataset", tmp_path / "dataset")
+    (tmp_path / "manifests").mkdir()
+    shutil.copy(published / "manifests" / "sirst5k.json", tmp_path / "manifests" / "sirst5k.json")
+    return tmp_path / "manifests" / "sirst5k.json"
+
+
+def verify(target: Path):
+    return runner.invoke(app, ["verify", str(target)])
+
+
+def errors(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+
+
+def edit(manifest: Path, change) -> None:
+    doc = json.loads(manifest.read_text())
+    change(doc)
+    manifest.write_text(canonical_json(doc))
+
+
+def shard(manifest: Path, split: str = "train", index: int = 0) -> Path:
+    doc = json.loads(manifest.read_text())
+    return (manifest.parent / doc["dataset_dir"] / doc["splits"][split]["shards"][index]["path"]).resolve()
+
+
+def set_sha(manifest: Path, path: Path) -> None:
+    """Recompute the checksum of a rewritten shard, as someone covering their tracks would."""
+    def change(doc):
+        for entry in doc["splits"].values():
+            for s in entry["shards"]:
+                if s["path"] == path.name:
+                    s["sha256"] = sha256_file(path)
+    edit(manifest, change)
+
+
+def test_a_clean_dataset_passes(copy: Path) -> None:
+    result = verify(copy)
+    assert result.exit_code == 0, result.output
+    assert "OK" in result.stdout and errors(result) == []
+    # the dataset folder alone is self-describing: its manifest.json verifies too
+    inside = verify(copy.parent.parent / "dataset")
+    assert inside.exit_code == 0, inside.output
+
+
+def test_a_flipped_byte_is_caught(copy: Path) -> None:
+    victim = shard(copy, "test", 0)
+    data = bytearray(victim.read_bytes())
+    data[-100] ^= 0x01  # one bit near the end of the file
+    victim.write_bytes(bytes(data))
+    result = verify(copy)
+    assert result.exit_code == 1
+    assert any(victim.name in e and "sha256" in e for e in errors(result)), result.output
+
+
+def test_a_deleted_shard_is_caught(copy: Path) -> None:
+    victim = shard(copy, "train", 1)
+    victim.unlink()
+    result = verify(copy)
+    assert result.exit_code == 1
+    assert any(str(victim) in e and "missing" in e for e in errors(result)), result.output
+
+
+@pytest.mark.parametrize("change, where, words", [
+    (lambda d: d["params"]["negatives"].__setitem__("rotations", [0, 1]), "manifest", ["version", "edited"]),
+    (lambda d: d["params"]["publish"].__setitem__("shard_size", 17), "manifest", ["version"]),
+    (lambda d: d["splits"]["train"].__setitem__("n_samples", d["splits"]["train"]["n_samples"] + 1), "manifest",
+     ["split train", "n_samples"]),
+    (lambda d: d["splits"]["test"]["shards"][0].__setitem__("n_samples", 15), "shard", ["holds 12 samples", "says 15"]),
+    (lambda d: d["splits"]["test"]["shards"][0].__setitem__("sha256", "0" * 64), "shard", ["sha256"]),
+    (lambda d: d["splits"]["train"]["kinds"].__setitem__("negative", 1), "manifest", ["kinds"]),
+])
+def test_a_manifest_edited_by_hand_is_caught(copy: Path, change, where: str, words: list[str]) -> None:
+    edit(copy, change)
+    result = verify(copy)
+    assert result.exit_code == 1
+    named = str(copy) if where == "manifest" else shard(copy, "test", 0).name
+    assert any(named in e and all(w in e for w in words) for e in errors(result)), result.output
+
+
+def test_a_recomputed_version_still_disagrees_with_the_shards(copy: Path) -> None:
+    """Edit a param and fix up the version hash: every shard still carries the old version."""
+    from pipeline.verify import manifest_version
+
+    def change(doc):
+        doc["params"]["negatives"]["rotations"] = [0, 1]
+        doc["version"] = manifest_version(doc)
+    edit(copy, change)
+    result = verify(copy)
+    assert result.exit_code == 1
+    n_shards = sum(len(v["shards"]) for v in json.loads(copy.read_text())["splits"].values())
+    assert sum("attribute version" in e for e in errors(result)) == n_shards, result.output
+
+
+def test_a_mask_value_of_128_with_a_matching_checksum_is_caught(copy: Path) -> None:
+    victim = shard(copy, "train", 0)
+    with h5py.File(victim, "r+") as f:
+        i = int(np.flatnonzero(f["meta/area"][()] > 0)[0])
+        mask = f["masks"][i]
+        y, x = np.argwhere(mask == 255)[0]
+        mask[y, x] = 128  # a target pixel: the target count and area stay as they were
+        f["masks"][i] = mask
+    set_sha(copy, victim)
+    result = verify(copy)
+    assert result.exit_code == 1
+    found = errors(result)
+    assert not any("sha256" in e for e in found), "the checksum was recomputed: only the mask is wrong"
+    assert any(victim.name in e and "other than 0 and 255" in e and "128" in e for e in found), result.output
+
+
+@pytest.mark.parametrize("field, delta, words", [
+    ("n_targets", 1, "target count differs from meta n_targets"),
+    ("area", 5, "area differs from meta area"),
+    ("source_area", 3, "source_area"),
+    ("source_n_targets", 2, "source_n_targets"),
+])
+def test_label_checks_catch_edited_metadata(copy: Path, field: str, delta: int, words: str) -> None:
+    victim = shard(copy, "test", 0)  # originals: their mask is their source's mask
+    with h5py.File(victim, "r+") as f:
+        values = f["meta"][field][()]
+        values[2] += delta
+        f["meta"][field][...] = values
+    set_sha(copy, victim)
+    result = verify(copy)
+    assert result.exit_code == 1
+    assert any(victim.name in e and words in e for e in errors(result)), result.output
+
+
+def test_a_negative_whose_mask_lost_a_pixel_is_caught_by_its_area(copy: Path) -> None:
+    """A negative moves mask pixels inside its box: its area must stay the source's area."""
+    victim = shard(copy, "train", 1)
+    with h5py.File(victim, "r+") as f:
+        kinds = f["meta/kind"].asstr()[()]
+        i = int(np.flatnonzero(kinds == "negative")[0])
+        mask = f["masks"][i]
+        ys, xs = np.nonzero(mask)
+        mask[ys[0], xs[0]] = 0
+        f["masks"][i] = mask
+    set_sha(copy, victim)
+    result = verify(copy)
+    assert result.exit_code == 1
+    assert any(victim.name in e and "source_area" in e for e in errors(result)), result.output
+
+
+def test_every_problem_is_named_not_just_the_first(copy: Path) -> None:
+    flipped, deleted = shard(copy, "test", 0), shard(copy, "train", 2)
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    flipped.write_bytes(bytes(data))
+    deleted.unlink()
+    edit(copy, lambda d: d["params"]["publish"].__setitem__("name", "other"))
+    extra = copy.parent.parent / "dataset" / "train-99999.h5"
+    shutil.copy(shard(copy, "train", 0), extra)
+    result = verify(copy)
+    assert result.exit_code == 1
+    found = errors(result)
+    assert any(flipped.name in e and "sha256" in e for e in found)
+    assert any(deleted.name in e and "missing" in e for e in found)
+    assert any(str(copy) in e and "version" in e for e in found)
+    assert any(extra.name in e and "not listed" in e for e in found)
+    assert found[-1].endswith("problem(s)"), "the last line sums up"
+
+
+@pytest.mark.parametrize("text", [
+    "{ not json",
+    "[]",
+    json.dumps({"schema_version": 1}),
+])
+def test_an_unreadable_manifest_is_one_problem_not_a_traceback(copy: Path, text: str) -> None:
+    copy.write_text(text)
+    result = verify(copy)
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert any(str(copy) in e for e in errors(result)), result.output
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d["splits"]["train"]["shards"][0].pop("sha256"),
+    lambda d: d["splits"]["train"]["shards"][0].__setitem__("n_samples", "16"),
+    lambda d: d["splits"]["train"]["shards"][0].__setitem__("path", "../../etc/passwd"),
+    lambda d: d["splits"]["train"].__setitem__("shards", {}),
+    lambda d: d.__setitem__("inputs", []),
+])
+def test_a_malformed_manifest_entry_is_a_problem_not_a_traceback(copy: Path, change) -> None:
+    edit(copy, change)
+    result = verify(copy)
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert any(str(copy) in e for e in errors(result)), result.output
+
+
+def test_a_truncated_shard_is_a_problem_not_a_traceback(copy: Path) -> None:
+    victim = shard(copy, "train", 0)
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    set_sha(copy, victim)
+    problems = verify_manifest(copy)
+    assert problems and all(isinstance(p, str) for p in problems)
+    assert any(victim.name in p and ("cannot" in p or "HDF5" in p) for p in problems), problems
+
+
+def test_a_missing_manifest_exits_2(tmp_path: Path) -> None:
+    result = verify(tmp_path / "nothing.json")
+    assert result.exit_code == 2
+    assert len(errors(result)) == 1 and "nothing.json" in errors(result)[0]

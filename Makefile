@@ -8,7 +8,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup repro test test-fast bench verify clean
+.PHONY: setup repro evaluate test test-fast bench verify clean
 
 setup: $(VENV)/.installed
 
@@ -22,7 +22,11 @@ $(VENV)/.installed: pyproject.toml
 
 repro: setup
 	$(BIN)/dvc config core.check_update false --local >/dev/null 2>&1 || true
-	$(BIN)/dvc repro
+	$(BIN)/dvc repro dvc.yaml
+
+# Trains two small U-Nets (originals vs the published set): ~12 min on 2 CPU cores.
+evaluate: repro
+	$(BIN)/dvc repro evaluate/dvc.yaml
 
 verify: setup
 	$(BIN)/sirst5k verify manifests/sirst5k.json

@@ -13,9 +13,12 @@ import logging
 import os
 import sys
 import uuid
+import warnings
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
+
+from .errors import InputError
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 
@@ -33,22 +36,46 @@ def resolve_device(device: str) -> torch.device:
 
 @contextlib.contextmanager
 def open_client(workers: int | None = None, scheduler: str | None = None, device: str = "auto") -> Iterator[Any]:
-    """A distributed.Client on an existing scheduler, or on a fresh LocalCluster of `workers` processes."""
+    """A distributed.Client on an existing scheduler, or on a fresh LocalCluster of `workers` processes.
+
+    `device="cuda"` is checked before any work starts: it needs a CUDA device here (local
+    cluster) or a worker that offers resource GPU (scheduler); otherwise InputError, one line.
+    """
+    import dask
     from distributed import Client, LocalCluster
 
     address = scheduler or os.environ.get(SCHEDULER_ENV)
     if address:
         client = Client(address, timeout="30s")
         try:
+            if device == "cuda" and not cluster_has_gpu(client):
+                raise InputError(None, f"--device cuda: no worker of the scheduler at {address} offers resource GPU "
+                                       "(start GPU workers with `dask worker ... --resources GPU=1`), "
+                                       "or use --device auto / cpu")
             yield client
         finally:
             client.close()
         return
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError(None, "--device cuda: no CUDA device is visible on this machine "
+                               f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); "
+                               "use --device auto or cpu, or --scheduler with GPU workers")
     n = workers or min(4, os.cpu_count() or 1)
     resources = {"GPU": 1} if device != "cpu" and torch.cuda.is_available() else None
     # Workers must not each spawn a full set of BLAS/torch threads on a shared machine.
     env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     with contextlib.ExitStack() as stack:
+        # The scheduler's HTTP endpoint tries port 8787 first; another cluster on this machine
+        # only moves it elsewhere, which is no news for a batch stage.
+        stack.enter_context(warnings.catch_warnings())
+        warnings.filterwarnings("ignore", message="Port 8787 is already in use")
+        # dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also switches off
+        # glibc's adaptive mmap threshold: every buffer over 128 KiB (image batches, shard
+        # chunks) is then a fresh mmap whose pages fault in again on each use, and the stage
+        # tasks run 2x slower than the same code in a plain process
+        # (benchmarks/stage_throughput.py). A task's memory is bounded by its shard sizes, so
+        # the default allocator is kept.
+        stack.enter_context(dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}))
         cluster = stack.enter_context(
             LocalCluster(
                 n_workers=n,
@@ -56,7 +83,9 @@ def open_client(workers: int | None = None, scheduler: str | None = None, device
                 processes=True,
                 dashboard_address=None,
                 resources=resources,
-                silence_logs=logging.ERROR,
+                # A failed task re-raises in the client, which turns it into the one-line error;
+                # the worker's own "Compute Failed" log would only repeat it as a screenful.
+                silence_logs=logging.CRITICAL,
                 env=env,
             )
         )

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from pipeline.targets import label_components
+from pipeline.targets import label_points, mask_points
 
 CLAMPS = ("script", "clip")
 
@@ -144,37 +144,43 @@ def draw_negative_params(
     )
 
 
-def _source_offsets(patch: int, k: torch.Tensor, flip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each sample and box position (i, j), the box position it is read from: [B, P, P] each.
+def transform_boxes(boxes: torch.Tensor, k, flip) -> torch.Tensor:
+    """Mirror (where `flip`) then rotate by `k` x 90 degrees CCW each box of boxes [B, P, P].
 
-    out = rot90(fliplr(box), k) reads rot90's source of (i, j), then undoes the mirror.
+    k: [B] int (taken mod 4), flip: [B] bool, on the boxes' device. Returns a new [B, P, P]
+    tensor: out[b] = rot90(fliplr(boxes[b]) if flip[b] else boxes[b], k[b]).
     """
-    idx = torch.arange(patch, device=k.device)
-    i, j = torch.meshgrid(idx, idx, indexing="ij")
-    last = patch - 1
-    rows = torch.stack([i, j, last - i, last - j])  # np.rot90 (CCW) source row for k = 0..3
-    cols = torch.stack([j, last - i, last - j, i])
-    a, b = rows[k], cols[k]
-    b = torch.where(flip.view(-1, 1, 1), last - b, b)
-    return a, b
+    if boxes.ndim != 3 or boxes.shape[1] != boxes.shape[2]:
+        raise ValueError(f"boxes must be [B, P, P], got {tuple(boxes.shape)}")
+    batch = boxes.shape[0]
+    device = boxes.device
+    k = torch.as_tensor(k, device=device).to(torch.long).reshape(-1) % 4
+    flip = torch.as_tensor(flip, device=device).to(torch.bool).reshape(-1)
+    if k.shape[0] != batch or flip.shape[0] != batch:
+        raise ValueError(f"expected {batch} values of k and flip, got {k.shape[0]} and {flip.shape[0]}")
+    # At most 8 (k, flip) groups: whole-group flips and rotations are plain strided copies,
+    # several times cheaper than a per-pixel gather.
+    out = torch.empty_like(boxes)
+    code = k * 2 + flip.to(torch.long)
+    for c in torch.unique(code).tolist():
+        sel = (code == c).nonzero().view(-1)
+        group = boxes.index_select(0, sel)
+        if c % 2:
+            group = torch.flip(group, dims=(2,))
+        out.index_copy_(0, sel, torch.rot90(group, c // 2, dims=(1, 2)))
+    return out
 
 
-def apply_negatives(
-    images: torch.Tensor,
-    masks: torch.Tensor,
-    y0,
-    x0,
-    patch: int,
-    k,
-    flip,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mirror (where `flip`) then rotate by `k` x 90 degrees CCW the box of each sample.
+def _box_index(y0: torch.Tensor, x0: torch.Tensor, patch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Index tensors (sample, row, column), each [B, P, P], of every box pixel."""
+    idx = torch.arange(patch, device=y0.device)
+    rows = (y0.view(-1, 1, 1) + idx.view(1, -1, 1)).expand(-1, -1, patch)
+    cols = (x0.view(-1, 1, 1) + idx.view(1, 1, -1)).expand(-1, patch, -1)
+    bi = torch.arange(y0.shape[0], device=y0.device).view(-1, 1, 1).expand(-1, patch, patch)
+    return bi, rows, cols
 
-    images, masks: [B, H, W] (any dtype; uint8 in the pipeline). y0, x0: [B] top-left corners
-    (from `negative_boxes`). k: [B] int (taken mod 4). flip: [B] bool. Returns new (images,
-    masks); the inputs are not modified. One gather/scatter for the whole batch, on the inputs'
-    device.
-    """
+
+def _params(images: torch.Tensor, masks: torch.Tensor, y0, x0, patch: int, k, flip):
     if images.ndim != 3 or masks.shape != images.shape:
         raise ValueError(f"images and masks must both be [B, H, W], got {tuple(images.shape)} and {tuple(masks.shape)}")
     batch, height, width = images.shape
@@ -191,21 +197,34 @@ def apply_negatives(
 
     y0, x0, k = vec(y0, torch.long), vec(x0, torch.long), vec(k, torch.long) % 4
     flip = vec(flip, torch.bool)
-    if batch == 0:
-        return images.clone(), masks.clone()
     # Out-of-range corners would wrap around silently under advanced indexing.
-    if bool(((y0 < 0) | (x0 < 0) | (y0 > height - patch) | (x0 > width - patch)).any()):
+    if batch and bool(((y0 < 0) | (x0 < 0) | (y0 > height - patch) | (x0 > width - patch)).any()):
         raise ValueError(f"a box of {patch} px starts outside a {height}x{width} image")
-    a, b = _source_offsets(patch, k, flip)
-    idx = torch.arange(patch, device=device)
-    dst_r = (y0.view(-1, 1, 1) + idx.view(1, -1, 1)).expand(-1, -1, patch)
-    dst_c = (x0.view(-1, 1, 1) + idx.view(1, 1, -1)).expand(-1, patch, -1)
-    src_r = y0.view(-1, 1, 1) + a
-    src_c = x0.view(-1, 1, 1) + b
-    bi = torch.arange(batch, device=device).view(-1, 1, 1).expand(-1, patch, patch)
+    return patch, y0, x0, k, flip
+
+
+def apply_negatives(
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    y0,
+    x0,
+    patch: int,
+    k,
+    flip,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mirror (where `flip`) then rotate by `k` x 90 degrees CCW the box of each sample.
+
+    images, masks: [B, H, W] (any dtype; uint8 in the pipeline). y0, x0: [B] top-left corners
+    (from `negative_boxes`). k: [B] int (taken mod 4). flip: [B] bool. Returns new (images,
+    masks); the inputs are not modified. One gather and one scatter of the boxes for the whole
+    batch, on the inputs' device.
+    """
+    patch, y0, x0, k, flip = _params(images, masks, y0, x0, patch, k, flip)
     out_images, out_masks = images.clone(), masks.clone()
-    out_images[bi, dst_r, dst_c] = images[bi, src_r, src_c]
-    out_masks[bi, dst_r, dst_c] = masks[bi, src_r, src_c]
+    if images.shape[0]:
+        bi, rows, cols = _box_index(y0, x0, patch)
+        out_images[bi, rows, cols] = transform_boxes(images[bi, rows, cols], k, flip)
+        out_masks[bi, rows, cols] = transform_boxes(masks[bi, rows, cols], k, flip)
     return out_images, out_masks
 
 
@@ -215,38 +234,93 @@ def _numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
-def label_check(masks_before, masks_after, y0, x0, patch: int) -> dict[str, np.ndarray]:
+def label_check(masks_before, masks_after, y0, x0, patch: int, source=None) -> dict[str, np.ndarray]:
     """Did the negative keep the label sane? Per sample, all arrays [B].
 
-    masks_before, masks_after: [B, H, W] (numpy or tensors). Returns:
+    masks_after: [B, H, W]; masks_before: [B, H, W], or with `source` ([B] int) the distinct
+    source masks [S, H, W], sample b being made from masks_before[source[b]] (numpy or tensors).
+    Returns:
       - `n_targets_before`, `n_targets_after`: 8-connected component counts;
       - `area_before`, `area_after`: foreground pixel counts (a rotation keeps the area);
       - `straddle`: some target of the original mask lies partly inside, partly outside the box;
       - `cut`: `straddle` and the mask inside the box changed, so that target was cut apart
         (k = 0 without flip, or a box whose content is symmetric, changes nothing).
+    Only the box of masks_after is read: outside it a negative equals its source.
     """
     before, after = _numpy(masks_before), _numpy(masks_after)
-    if before.ndim != 3 or before.shape != after.shape:
+    if before.ndim != 3 or after.ndim != 3 or before.shape[1:] != after.shape[1:]:
         raise ValueError(f"masks must both be [B, H, W], got {before.shape} and {after.shape}")
-    batch, height, width = before.shape
+    batch, height, width = after.shape
+    if source is None:
+        if before.shape[0] != batch:
+            raise ValueError(f"masks must both be [B, H, W], got {before.shape} and {after.shape}")
+        source = np.arange(batch)
+    source = np.asarray(_numpy(source), dtype=np.int64).reshape(-1)
+    if source.shape[0] != batch or (batch and (source.min() < 0 or source.max() >= before.shape[0])):
+        raise ValueError(f"source must hold {batch} indices into {before.shape[0]} masks")
     patch, _, _ = _check_patch(patch, (height, width))
     y0 = np.broadcast_to(_numpy(y0).astype(np.int64).reshape(-1), (batch,))
     x0 = np.broadcast_to(_numpy(x0).astype(np.int64).reshape(-1), (batch,))
-    out = {name: np.zeros(batch, np.int64) for name in ("n_targets_before", "n_targets_after", "area_before", "area_after")}
-    out["straddle"] = np.zeros(batch, bool)
-    out["cut"] = np.zeros(batch, bool)
-    for s in range(batch):
-        labels, n = label_components(before[s])
-        _, n_after = label_components(after[s])
-        out["n_targets_before"][s], out["n_targets_after"][s] = n, n_after
-        out["area_before"][s] = np.count_nonzero(before[s])
-        out["area_after"][s] = np.count_nonzero(after[s])
-        box = (slice(y0[s], y0[s] + patch), slice(x0[s], x0[s] + patch))
-        inside = np.zeros((height, width), bool)
-        inside[box] = True
-        hit_in = np.unique(labels[inside & (labels > 0)])
-        hit_out = np.unique(labels[~inside & (labels > 0)])
-        straddle = np.intersect1d(hit_in, hit_out).size > 0
-        out["straddle"][s] = straddle
-        out["cut"][s] = straddle and bool(((before[s][box] != 0) != (after[s][box] != 0)).any())
-    return out
+    idx = np.arange(patch)
+    rows, cols = (y0[:, None] + idx)[:, :, None], (x0[:, None] + idx)[:, None, :]
+    before_box = before[source[:, None, None], rows, cols] != 0
+    after_box = after[np.arange(batch)[:, None, None], rows, cols] != 0
+    return label_check_boxes(mask_points(before), before.shape[0], source, y0, x0, before_box, after_box)
+
+
+def label_check_boxes(
+    points: tuple[np.ndarray, np.ndarray, np.ndarray],
+    n_sources: int,
+    source: np.ndarray,
+    y0: np.ndarray,
+    x0: np.ndarray,
+    before_box: np.ndarray,
+    after_box: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """`label_check` from sparse sources and the boxes alone.
+
+    points: the sources' foreground pixels (image, y, x), each [N], sorted by image (as
+    `mask_points` gives them); n_sources: S. source, y0, x0: [B] int. before_box, after_box:
+    [B, P, P] bool, the box of each negative before and after the transform. Components are
+    counted on the pixels alone (`label_points`), so the cost follows the targets' area, not
+    the image size.
+    """
+    sb, sy, sx = (np.asarray(a, dtype=np.int64) for a in points)
+    batch, patch = before_box.shape[0], before_box.shape[1]
+    src_labels, src_counts = label_points(sb, sy, sx, n_sources)
+    px_count = np.bincount(sb, minlength=n_sources).astype(np.int64)
+    px_start = np.concatenate([[0], np.cumsum(px_count)[:-1]]).astype(np.int64)
+    # Every negative's copy of its source's pixels, negative by negative.
+    npx = px_count[source]
+    neg = np.repeat(np.arange(batch), npx)
+    first = np.concatenate([[0], np.cumsum(npx)[:-1]]).astype(np.int64)
+    take = np.arange(int(npx.sum()), dtype=np.int64) - np.repeat(first - px_start[source], npx)
+    py, px, plab = sy[take], sx[take], src_labels[take]
+    inside = (py >= y0[neg]) & (py < y0[neg] + patch) & (px >= x0[neg]) & (px < x0[neg] + patch)
+    # Straddle: a component of the source with pixels on both sides of the box edge.
+    ncomp = src_counts[source]
+    comp_first = np.concatenate([[0], np.cumsum(ncomp)[:-1]]).astype(np.int64)
+    gid = comp_first[neg] + plab - 1
+    total = int(ncomp.sum())
+    has_in, has_out = np.zeros(total, bool), np.zeros(total, bool)
+    has_in[gid[inside]] = True
+    has_out[gid[~inside]] = True
+    comp_neg = np.repeat(np.arange(batch), ncomp)
+    straddle = np.bincount(comp_neg[has_in & has_out], minlength=batch) > 0
+    # After: the source's pixels outside the box plus the new box content.
+    ab, ai, aj = np.nonzero(after_box)
+    out = ~inside
+    img = np.concatenate([neg[out], ab])
+    ys = np.concatenate([py[out], y0[ab] + ai])
+    xs = np.concatenate([px[out], x0[ab] + aj])
+    _, n_after = label_points(img, ys, xs, batch)
+    area_after = np.bincount(img, minlength=batch).astype(np.int64)
+    changed = (before_box != after_box).reshape(batch, -1).any(axis=1)
+    return {
+        "n_targets_before": ncomp.astype(np.int64),
+        "n_targets_after": n_after.astype(np.int64),
+        "area_before": npx.astype(np.int64),
+        "area_after": area_after,
+        "straddle": straddle,
+        "cut": straddle & changed,
+    }

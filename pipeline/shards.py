@@ -52,10 +52,26 @@ META_FIELDS: dict[str, tuple[object, object]] = {
 }
 ROOT_ATTRS = ("schema_version", "dataset", "version", "split", "shard_index", "n_shards", "producer")
 
-# Chosen from benchmarks/shard_codecs.py (README, "Chunking and compression"): gzip-1 costs
-# too much CPU at thousands of samples a second; lzf ships inside h5py (no plugin to import)
-# and still shrinks masks ~50x.
-DEFAULT_COMPRESSION: dict[str, object] = {"compression": "lzf"}
+# Per dataset, chosen from benchmarks/shard_codecs.py (README, "Chunking and compression"):
+# images stay uncompressed: infrared images hold sensor noise, so lzf or gzip save at most half
+# their bytes but cost 3x the write time and 8x the read time, and the stages write and the
+# loader reads thousands of samples a second. Masks are almost all zero: gzip-1 shrinks them
+# ~160x, which pays for itself in the sha256 every shard gets, and decompresses faster than lzf.
+# Both ship with every HDF5 build (no plugin to read them).
+DEFAULT_COMPRESSION: dict[str, dict[str, object]] = {
+    "images": {},
+    "masks": {"compression": "gzip", "compression_opts": 1},
+}
+DATASETS = ("images", "masks")
+
+
+def dataset_codecs(compression: Mapping[str, object] | None = None) -> dict[str, dict[str, object]]:
+    """h5py filter arguments per dataset: `compression` per dataset ({"images": {...}, "masks": {...}}),
+    or one set of arguments for both (e.g. {"compression": "lzf"}); None = DEFAULT_COMPRESSION."""
+    comp = DEFAULT_COMPRESSION if compression is None else compression
+    if set(comp) <= set(DATASETS) and all(isinstance(v, Mapping) for v in comp.values()) and comp:
+        return {name: dict(comp.get(name, {})) for name in DATASETS}
+    return {name: dict(comp) for name in DATASETS}
 
 
 @dataclass(frozen=True)
@@ -128,19 +144,23 @@ def write_shard(
     bad = [f for f in META_FIELDS if len(meta[f]) != n]
     if bad:
         raise ValueError(f"meta fields {bad} do not have length {n}")
-    comp = dict(DEFAULT_COMPRESSION if compression is None else compression)
+    codecs = dataset_codecs(compression)
     h, w = images.shape[1:]
     tmp = partial_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with h5py.File(tmp, "w", libver=("earliest", "v110")) as f:
+        # No chunk cache: every chunk goes to the file while its dataset is written, so where
+        # it lands does not depend on when the dataset object is closed (a profiler thread
+        # holding frames delays that) and the bytes stay the same. Each chunk is written once
+        # and whole, so a cache would only add a copy.
+        with h5py.File(tmp, "w", libver=("earliest", "v110"), rdcc_nbytes=0) as f:
             root = {"schema_version": SCHEMA_VERSION, "producer": PRODUCER, **attrs}
             for key in sorted(root):
                 f.attrs[key] = root[key]
             chunks = (1, h, w) if n else None
             for name, arr in (("images", images), ("masks", masks)):
                 if n:
-                    f.create_dataset(name, data=arr, chunks=chunks, track_times=False, **comp)
+                    f.create_dataset(name, data=arr, chunks=chunks, track_times=False, **codecs[name])
                 else:
                     f.create_dataset(name, shape=(0, h, w), dtype=np.uint8, track_times=False)
             group = f.create_group("meta", track_order=False)

@@ -18,33 +18,87 @@ import typer
 
 from pipeline import shards
 from pipeline.cluster import open_client, resolve_device, run_tasks
-from pipeline.negatives import apply_negatives, label_check, negative_boxes
+from pipeline.negatives import label_check_boxes, negative_boxes, transform_boxes
 from pipeline.outputs import read_stage_record, staged_folder, task_key, write_stage_record
-from pipeline.targets import target_centers
+from pipeline.targets import batch_target_table, mask_points
 
 from .common import Device, Scheduler, Seed, Workers, check_device, user_errors
 from .transfer import input_shards
 
 STAGE = "negatives"
 CLAMPS = ("script", "clip")
-BATCH = 256
 
 
 def plan_negatives(masks: np.ndarray, patches: list[int], rotations: list[int], mirror: bool, clamp: str) -> np.ndarray:
     """Rows (sample, target j, patch, k, flip, y0, x0, cy, cx) in sample, patch, target, k order."""
-    rows = []
     h, w = masks.shape[1:]
-    for i, mask in enumerate(masks):
-        centers = np.asarray(target_centers(mask)).reshape(-1, 2)
-        for p in patches:
-            boxes = np.asarray(negative_boxes(centers, (h, w), p, clamp)).reshape(-1, 2)
-            for j, ((cy, cx), (y0, x0)) in enumerate(zip(centers, boxes)):
-                for k in rotations:
-                    rows.append((i, j, p, k, int(mirror), y0, x0, cy, cx))
-    return np.asarray(rows, dtype=np.int64).reshape(-1, 9)
+    table = batch_target_table(masks)
+    n_t, n_k = len(table["image"]), len(rotations)
+    if n_t == 0 or not patches or n_k == 0:
+        return np.zeros((0, 9), np.int64)
+    parts = []
+    for p in patches:
+        corners = np.asarray(negative_boxes(table["center"], (h, w), p, clamp)).reshape(-1, 2)
+        rows = np.empty((n_t, n_k, 9), np.int64)
+        rows[..., 0] = table["image"][:, None]
+        rows[..., 1] = table["index"][:, None]
+        rows[..., 2] = p
+        rows[..., 3] = np.asarray(rotations, np.int64)[None, :]
+        rows[..., 4] = int(mirror)
+        rows[..., 5:7] = corners[:, None, :]
+        rows[..., 7:9] = table["center"][:, None, :]
+        parts.append(rows.reshape(-1, 9))
+    plan = np.concatenate(parts)
+    # stable sort on (sample, patch): targets and k keep their order within
+    order = np.lexsort((np.repeat(np.arange(len(patches)), n_t * n_k), plan[:, 0]))
+    return plan[order]
+
+
+def check_plan(masks: np.ndarray, plan: np.ndarray, device: torch.device) -> dict[str, np.ndarray]:
+    """Label checks of every planned negative, from the masks' boxes alone (no full copies)."""
+    points = mask_points(masks)
+    out = {name: np.zeros(len(plan), np.int64) for name in ("n_targets_before", "n_targets_after", "area_before",
+                                                             "area_after")}
+    out.update(straddle=np.zeros(len(plan), bool), cut=np.zeros(len(plan), bool))
+    for p in np.unique(plan[:, 2]):
+        sel = np.flatnonzero(plan[:, 2] == p)
+        rows = plan[sel]
+        idx = np.arange(int(p))
+        before = masks[rows[:, 0, None, None], (rows[:, 5, None] + idx)[:, :, None],
+                       (rows[:, 6, None] + idx)[:, None, :]]
+        after = transform_boxes(torch.from_numpy(before).to(device), torch.from_numpy(rows[:, 3]).to(device),
+                                torch.from_numpy(rows[:, 4]).to(device).bool()).cpu().numpy()
+        check = label_check_boxes(points, len(masks), rows[:, 0], rows[:, 5], rows[:, 6], before != 0, after != 0)
+        for name, values in check.items():
+            out[name][sel] = values
+    return out
+
+
+def build_part(images: np.ndarray, masks: np.ndarray, rows: np.ndarray,
+               device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Images and masks [n, H, W] uint8 of the negatives `rows` (plan rows), in row order."""
+    src = rows[:, 0]
+    out_images, out_masks = images[src], masks[src]  # one copy each; the boxes are pasted in place
+    for p in np.unique(rows[:, 2]):
+        sel = np.flatnonzero(rows[:, 2] == p)
+        r = rows[sel]
+        idx = np.arange(int(p))
+        where = (sel[:, None, None], (r[:, 5, None] + idx)[:, :, None], (r[:, 6, None] + idx)[:, None, :])
+        k = torch.from_numpy(r[:, 3]).to(device)
+        flip = torch.from_numpy(r[:, 4]).to(device).bool()
+        for arr in (out_images, out_masks):
+            boxes = torch.from_numpy(np.ascontiguousarray(arr[where])).to(device)
+            arr[where] = transform_boxes(boxes, k, flip).cpu().numpy()
+    return out_images, out_masks
 
 
 def negatives_shard(src: str, src_sha: str, dst_dir: str, index: int, params: dict, device: str) -> list[dict]:
+    """Make the negatives of one input shard; write them as parts of at most shard_size samples.
+
+    Memory stays within the input shard plus one output part: the label checks (which decide
+    what --drop-cut keeps) need only the masks' boxes, so each part is built, written and
+    dropped before the next.
+    """
     key = task_key(STAGE, params, src_sha)
     prefix = f"{params['split']}-{index:05d}"
     done = sorted(Path(dst_dir).glob(f"{prefix}-*.h5"))
@@ -53,47 +107,38 @@ def negatives_shard(src: str, src_sha: str, dst_dir: str, index: int, params: di
     for p in done:
         p.unlink()
     images, masks, meta = shards.read_shard(src)
-    plan = plan_negatives(masks, params["patch"], params["rotations"], params["mirror"], params["clamp"])
     dev = resolve_device(device)
-    out_imgs, out_masks, out_meta = [], [], []
-    for start in range(0, len(plan), BATCH):
-        rows = plan[start : start + BATCH]
-        for p in np.unique(rows[:, 2]):
-            sel = rows[rows[:, 2] == p]
-            src_idx = sel[:, 0]
-            img_t = torch.from_numpy(images[src_idx]).to(dev)
-            msk_t = torch.from_numpy(masks[src_idx]).to(dev)
-            t = lambda c: torch.from_numpy(sel[:, c]).to(dev)  # noqa: E731
-            new_img, new_msk = apply_negatives(img_t, msk_t, t(5), t(6), int(p), t(3), t(4).bool())
-            new_img, new_msk = new_img.cpu().numpy(), new_msk.cpu().numpy()
-            check = label_check(masks[src_idx], new_msk, sel[:, 5], sel[:, 6], int(p))
-            keep = np.ones(len(sel), bool) if params["keep_cut"] else ~np.asarray(check["cut"], bool)
-            m = shards.take_meta(meta, src_idx)
-            m["kind"] = np.full(len(sel), "negative", dtype=object)
-            m["sample_id"] = np.array([f"{sid}_p{r[2]}_k{r[3]}_j{r[1]}" for sid, r in zip(m["sample_id"], sel)], dtype=object)
-            m["patch"], m["k"], m["flip"], m["target_index"] = sel[:, 2], sel[:, 3], sel[:, 4], sel[:, 1]
-            m["center_y"], m["center_x"] = sel[:, 7], sel[:, 8]
-            m["n_targets"] = np.asarray(check["n_targets_after"])
-            m["area"] = np.asarray(check["area_after"])
-            m["source_n_targets"] = np.asarray(check["n_targets_before"])
-            m["source_area"] = np.asarray(check["area_before"])
-            m["cut"] = np.asarray(check["cut"]).astype(np.int32)
-            out_imgs.append(new_img[keep])
-            out_masks.append(new_msk[keep])
-            out_meta.append(shards.take_meta(m, keep))
-    all_imgs = np.concatenate(out_imgs) if out_imgs else np.zeros((0,) + images.shape[1:], np.uint8)
-    all_masks = np.concatenate(out_masks) if out_masks else np.zeros((0,) + images.shape[1:], np.uint8)
-    all_meta = shards.concat_meta(out_meta)
+    plan = plan_negatives(masks, params["patch"], params["rotations"], params["mirror"], params["clamp"])
+    check = check_plan(masks, plan, dev)
+    if not params["keep_cut"] and len(plan):
+        keep = ~check["cut"]
+        plan = plan[keep]
+        check = {name: values[keep] for name, values in check.items()}
     size = params["shard_size"]
-    n_parts = max(1, -(-len(all_imgs) // size))
+    n_parts = max(1, -(-len(plan) // size))
     results = []
     for part in range(n_parts):
         sl = slice(part * size, (part + 1) * size)
+        rows = plan[sl]
+        out_images, out_masks = build_part(images, masks, rows, dev)
+        m = shards.take_meta(meta, rows[:, 0])
+        m["kind"] = np.full(len(rows), "negative", dtype=object)
+        m["sample_id"] = np.array([f"{sid}_p{p}_k{k}_j{j}" for sid, j, p, k in
+                                   zip(m["sample_id"], rows[:, 1].tolist(), rows[:, 2].tolist(), rows[:, 3].tolist())],
+                                  dtype=object)
+        m["patch"], m["k"], m["flip"], m["target_index"] = rows[:, 2], rows[:, 3], rows[:, 4], rows[:, 1]
+        m["center_y"], m["center_x"] = rows[:, 7], rows[:, 8]
+        m["n_targets"] = check["n_targets_after"][sl]
+        m["area"] = check["area_after"][sl]
+        m["source_n_targets"] = check["n_targets_before"][sl]
+        m["source_area"] = check["area_before"][sl]
+        m["cut"] = check["cut"][sl].astype(np.int32)
         info = shards.write_shard(
-            Path(dst_dir) / f"{prefix}-{part:03d}.h5", all_imgs[sl], all_masks[sl], shards.take_meta(all_meta, sl),
+            Path(dst_dir) / f"{prefix}-{part:03d}.h5", out_images, out_masks, m,
             {"dataset": STAGE, "version": key[:16], "split": params["split"], "shard_index": index,
              "n_shards": -1, "part": part, "n_parts": n_parts, "task_key": key},
         )
+        del out_images, out_masks
         results.append({"path": info.path, "sha256": info.sha256, "n_samples": info.n_samples})
     return results
 

@@ -135,7 +135,8 @@ def merge_parts(results: list[dict], out: Path, attrs: dict) -> int:
             for key in sorted(attrs):
                 f.attrs[key] = attrs[key]
             f.create_dataset("patches", data=np.concatenate(cols["patches"]) if rows else np.zeros((0, w, w), np.uint8),
-                             chunks=(min(max(rows, 1), 256), w, w), track_times=False, compression="lzf")
+                             chunks=(min(max(rows, 1), 256), w, w), track_times=False,
+                             compression="gzip", compression_opts=1)
             for k in ("sequence", "frame"):
                 f.create_dataset(k, data=np.concatenate(cols[k]) if rows else np.zeros(0, object), dtype=_STR,
                                  track_times=False)

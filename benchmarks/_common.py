@@ -1,0 +1,215 @@
+"""Shared helpers of the benchmark scripts: the machine, the load, test data, tables.
+
+Benchmark data is built once under $SIRST5K_BENCH_DIR (default /tmp/sirst5k-bench) from the real
+SIRST v1 images in $SIRST5K_DATA (default ../shared/data): the 427 images and masks resized to
+256x256 and saved as a DNANet-layout folder (RGB-encoded grey PNGs, six-digit ids, as NUDT-SIRST
+and the original scripts expect), repeated `copies` times with distinct ids.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+BIN = Path(sys.executable).parent
+
+
+def data_root() -> Path:
+    env = os.environ.get("SIRST5K_DATA")
+    root = Path(env) if env else REPO.parent / "shared" / "data"
+    if not (root / "sirst" / "images").is_dir():
+        sys.exit(f"benchmark data not found: set SIRST5K_DATA to the shared data folder (tried {root})")
+    return root
+
+
+def bench_dir() -> Path:
+    path = Path(os.environ.get("SIRST5K_BENCH_DIR", "/tmp/sirst5k-bench"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def load() -> str:
+    """The 1/5/15-minute load averages: other users of a shared machine skew every figure."""
+    try:
+        a, b, c = os.getloadavg()
+        return f"{a:.1f}/{b:.1f}/{c:.1f}"
+    except OSError:
+        return "n/a"
+
+
+def machine() -> str:
+    return (f"{os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}; load {load()}")
+
+
+def header(title: str) -> None:
+    print(f"\n== {title}", flush=True)
+    print(f"   machine: {machine()}", flush=True)
+
+
+def progress(message: str) -> None:
+    print(f"   .. {message} (load {load()})", file=sys.stderr, flush=True)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """Print a Markdown table (pastes straight into the README)."""
+    rows = [[_fmt(v) for v in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = lambda cells: "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    print(line(headers))
+    print("|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|")
+    for r in rows:
+        print(line(r))
+    sys.stdout.flush()
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        if v != v:
+            return "-"
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        if abs(v) >= 10:
+            return f"{v:.1f}"
+        return f"{v:.3g}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def timed(fn, *args, **kwargs) -> tuple[float, object]:
+    t = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return time.perf_counter() - t, out
+
+
+def sirst_set(copies: int = 1, size: int = 256, train_only: bool = False) -> Path:
+    """The SIRST v1 images at `size`, `copies` times, as a DNANet-layout folder (cached).
+
+    Ids are six digits (copy c of image i is `c * 1000 + i + 1`, zero-padded) so that the
+    original scripts, which cut names to their first six characters, see distinct ids. Train ids
+    come from SIRST's trainval list, test ids from its test list. With `train_only` the folder
+    holds only train images (the input of the original scripts).
+    """
+    name = f"sirst-x{copies}-{size}" + ("-train" if train_only else "")
+    root = bench_dir() / name
+    if (root / ".complete").is_file():
+        return root
+    base = _sirst_base(size)
+    tmp = root.with_name(f".{name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "images").mkdir(parents=True)
+    (tmp / "masks").mkdir()
+    (tmp / "50_50").mkdir()
+    splits: dict[str, list[str]] = {"train": [], "test": []}
+    for c in range(copies):
+        for i, (stem, split) in enumerate(base["order"]):
+            if train_only and split != "train":
+                continue
+            sid = f"{c * 1000 + i + 1:06d}"
+            os.link(base["dir"] / "images" / f"{stem}.png", tmp / "images" / f"{sid}.png")
+            os.link(base["dir"] / "masks" / f"{stem}.png", tmp / "masks" / f"{sid}.png")
+            splits[split].append(sid)
+    for split, ids in splits.items():
+        (tmp / "50_50" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+    (tmp / ".complete").write_text("")
+    shutil.rmtree(root, ignore_errors=True)
+    os.replace(tmp, root)
+    return root
+
+
+def _sirst_base(size: int) -> dict:
+    """The 427 SIRST images resized once (bilinear; masks nearest), RGB-encoded grey PNGs."""
+    import numpy as np
+    from PIL import Image
+
+    from pipeline.imageio import read_grey, read_mask, resize_image, resize_mask
+
+    src = data_root() / "sirst"
+    out = bench_dir() / f"sirst-base-{size}"
+    trainval = [s.strip() for s in (src / "idx_427" / "trainval.txt").read_text().splitlines() if s.strip()]
+    test = [s.strip() for s in (src / "idx_427" / "test.txt").read_text().splitlines() if s.strip()]
+    order = [(s, "train") for s in trainval] + [(s, "test") for s in test]
+    if not (out / ".complete").is_file():
+        shutil.rmtree(out, ignore_errors=True)
+        (out / "images").mkdir(parents=True)
+        (out / "masks").mkdir()
+        for stem, _ in order:
+            img = resize_image(read_grey(src / "images" / f"{stem}.png"), size)
+            mask, _ = read_mask(src / "masks" / f"{stem}_pixels0.png")
+            mask = resize_mask(mask, size)
+            Image.fromarray(np.repeat(img[:, :, None], 3, axis=2)).save(out / "images" / f"{stem}.png")
+            Image.fromarray(mask).save(out / "masks" / f"{stem}.png")
+        (out / ".complete").write_text("")
+    return {"dir": out, "order": order}
+
+
+def sirst5k(*args: object, env: dict | None = None, check: bool = True) -> tuple[float, str]:
+    """Run the `sirst5k` command line in a subprocess; (wall seconds, output)."""
+    cmd = [str(BIN / "sirst5k"), *map(str, args)]
+    full_env = {**os.environ, "DVC_NO_ANALYTICS": "1", **(env or {})}
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=REPO)
+    dt = time.perf_counter() - t
+    if check and proc.returncode != 0:
+        sys.exit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}")
+    return dt, proc.stdout + proc.stderr
+
+
+def noise_bank() -> Path:
+    """A noise bank from the real SIRST-V2 frames (temporal 2, as the README advises), cached."""
+    out = bench_dir() / "noise_bank.h5"
+    if not out.is_file():
+        sirst5k("noise-bank", data_root() / "sirst-v2-frames", "--out", out, "--temporal", 2, "--workers", 2)
+    return out
+
+
+def transfer_shards(copies: int = 1) -> Path:
+    """Realistic train shards (256 samples each): SIRST at 256, noise-transferred at m = 0.1 (cached)."""
+    root = bench_dir() / f"transfer-x{copies}"
+    if (root / "stage.json").is_file():
+        return root
+    ingest = bench_dir() / f"ingest-x{copies}"
+    if not (ingest / "stage.json").is_file():
+        sirst5k("ingest", sirst_set(copies), "--out", ingest, "--size", 256, "--workers", 2)
+    sirst5k("transfer", ingest, "--noise-bank", noise_bank(), "--out", root, "--device", "cpu", "--workers", 2)
+    return root
+
+
+def ingest_shards(copies: int = 1) -> Path:
+    transfer_shards(copies)
+    return bench_dir() / f"ingest-x{copies}"
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size so far, in MiB."""
+    import resource
+
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / 1024 if sys.platform != "darwin" else kib / (1 << 20)
+
+
+def parse_count(output: str, word: str) -> int:
+    m = re.search(rf"{word}: (\d+) samples", output)
+    return int(m.group(1)) if m else -1

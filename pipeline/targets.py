@@ -62,16 +62,7 @@ def target_table(mask) -> dict[str, np.ndarray]:
             "area": area,
             "bbox": np.zeros((0, 4), np.int64),
         }
-    centroid = np.stack(
-        [np.bincount(lab, weights=ys, minlength=n) / area, np.bincount(lab, weights=xs, minlength=n) / area], axis=1
-    )
-    bbox = np.empty((n, 4), np.int64)
-    bbox[:, :2] = np.iinfo(np.int64).max
-    bbox[:, 2:] = np.iinfo(np.int64).min
-    np.minimum.at(bbox[:, 0], lab, ys)
-    np.minimum.at(bbox[:, 1], lab, xs)
-    np.maximum.at(bbox[:, 2], lab, ys + 1)
-    np.maximum.at(bbox[:, 3], lab, xs + 1)
+    centroid, bbox = _geometry(lab, ys, xs, n, area)
     return {
         "center": np.floor(centroid + 0.5).astype(np.int64),
         "centroid": centroid,
@@ -186,14 +177,23 @@ def batch_target_table(masks) -> dict[str, np.ndarray]:
         return {"image": image, "index": index, "center": np.zeros((0, 2), np.int64),
                 "centroid": np.zeros((0, 2), np.float64), "area": area, "bbox": np.zeros((0, 4), np.int64),
                 "count": counts}
-    centroid = np.stack([np.bincount(gid, weights=y, minlength=t) / area,
-                         np.bincount(gid, weights=x, minlength=t) / area], axis=1)
-    bbox = np.empty((t, 4), np.int64)
-    bbox[:, :2] = np.iinfo(np.int64).max
-    bbox[:, 2:] = np.iinfo(np.int64).min
-    np.minimum.at(bbox[:, 0], gid, y)
-    np.minimum.at(bbox[:, 1], gid, x)
-    np.maximum.at(bbox[:, 2], gid, y + 1)
-    np.maximum.at(bbox[:, 3], gid, x + 1)
+    centroid, bbox = _geometry(gid, y, x, t, area)
     return {"image": image, "index": index, "center": np.floor(centroid + 0.5).astype(np.int64),
             "centroid": centroid, "area": area, "bbox": bbox, "count": counts}
+
+
+def _geometry(labels: np.ndarray, ys: np.ndarray, xs: np.ndarray, n: int, area: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centroids [n, 2] (y, x) and bounding boxes [n, 4] (y0, x0, y1, x1; end excluded) of n
+    components, given each foreground pixel's component id and coordinates."""
+    centroid = np.stack(
+        [np.bincount(labels, weights=ys, minlength=n) / area, np.bincount(labels, weights=xs, minlength=n) / area],
+        axis=1,
+    )
+    bbox = np.empty((n, 4), np.int64)
+    bbox[:, :2] = np.iinfo(np.int64).max
+    bbox[:, 2:] = np.iinfo(np.int64).min
+    np.minimum.at(bbox[:, 0], labels, ys)
+    np.minimum.at(bbox[:, 1], labels, xs)
+    np.maximum.at(bbox[:, 2], labels, ys + 1)
+    np.maximum.at(bbox[:, 3], labels, xs + 1)
+    return centroid, bbox

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
-import sys
 from typing import Annotated, Callable, Optional
 
 import typer
@@ -20,9 +18,6 @@ Scheduler = Annotated[
 ]
 Device = Annotated[str, typer.Option("--device", help="Where batch math runs: auto, cpu or cuda.")]
 Seed = Annotated[int, typer.Option("--seed", help="Global seed; every draw is keyed by (seed, stage, sample).")]
-
-log = logging.getLogger("sirst5k")
-
 
 def warn(message: str) -> None:
     typer.echo(f"warning: {message}", err=True)
@@ -53,7 +48,3 @@ def check_device(device: str) -> str:
     if device not in ("auto", "cpu", "cuda"):
         fail(f"--device {device}: use auto, cpu or cuda")
     return device
-
-
-def echo(message: str) -> None:
-    typer.echo(message, err=True if not sys.stdout.isatty() else False)

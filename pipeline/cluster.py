@@ -14,11 +14,12 @@ import os
 import sys
 import uuid
 import warnings
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, OutputError
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 
@@ -119,7 +120,7 @@ def run_tasks(
     resources = {"GPU": 1} if gpu and cluster_has_gpu(client) else None
     run_id = uuid.uuid4().hex[:8]
     futures = [
-        client.submit(fn, *args, key=f"{label}-{run_id}-{i:06d}", resources=resources, pure=False)
+        client.submit(_capture, fn, *args, key=f"{label}-{run_id}-{i:06d}", resources=resources, pure=False)
         for i, args in enumerate(tasks)
     ]
     index = {f.key: i for i, f in enumerate(futures)}
@@ -132,7 +133,33 @@ def run_tasks(
     except BaseException:
         client.cancel(futures)
         raise
+    failed = [r for r in results if isinstance(r, TaskFailure)]
+    if failed:
+        # the first in task order, so the same bad input always names the same file
+        raise failed[0].error()
     return results
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    """A task's input/output error as plain data: a task that raises has its worker log a
+    traceback on the user's terminal; this comes back quietly and run_tasks raises it."""
+
+    output: bool
+    path: str | None
+    problem: str
+
+    def error(self) -> InputError | OutputError:
+        if self.output:
+            return OutputError(self.path or "", self.problem)
+        return InputError(self.path, self.problem)
+
+
+def _capture(fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except (InputError, OutputError) as err:
+        return TaskFailure(isinstance(err, OutputError), err.path, err.problem)
 
 
 @contextlib.contextmanager

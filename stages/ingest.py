@@ -10,7 +10,7 @@ import typer
 
 from pipeline import shards
 from pipeline.cluster import open_client, run_tasks
-from pipeline.errors import InputError, OutputError
+from pipeline.errors import InputError
 from pipeline.layouts import SampleRef, list_labelled, load_sample
 from pipeline.outputs import hash_files, staged_folder, task_key, write_stage_record
 from pipeline.targets import count_targets
@@ -24,20 +24,7 @@ LAYOUTS = ("auto", "dnanet", "basicirstd", "sirst", "sirst-v2", "folder")
 def ingest_shard(
     path: str, refs: list[SampleRef], split: str, index: int, n_shards: int, size: int, skip_bad: bool, key_parts: list
 ) -> dict:
-    """Read, check and resize one shard's samples; write the shard. Returns its record and warnings.
-
-    A bad file comes back as `{"error": ...}` (see `task_error`) instead of being raised: a task
-    that raises makes every dask worker log its traceback on the user's terminal.
-    """
-    try:
-        return _ingest_shard(path, refs, split, index, n_shards, size, skip_bad, key_parts)
-    except (InputError, OutputError) as err:
-        return {"error": task_error(err)}
-
-
-def _ingest_shard(
-    path: str, refs: list[SampleRef], split: str, index: int, n_shards: int, size: int, skip_bad: bool, key_parts: list
-) -> dict:
+    """Read, check and resize one shard's samples; write the shard. Returns its record and warnings."""
     files = [p for r in refs for p in (r.image, r.mask) if p is not None]
     key = task_key(key_parts, hash_files(files) if not skip_bad else _hash_existing(files))
     if shards.is_complete(path, key):
@@ -88,20 +75,6 @@ def _ingest_shard(
             "reused": False}
 
 
-def task_error(err: InputError | OutputError) -> dict:
-    """An input/output error as plain data, to return from a dask task (see `raise_task_errors`)."""
-    return {"output": isinstance(err, OutputError), "path": err.path, "problem": err.problem}
-
-
-def raise_task_errors(results: list[dict]) -> None:
-    """Raise the first error returned by a task (task order, so the same input names the same file)."""
-    errors = [r["error"] for r in results if r.get("error")]
-    if not errors:
-        return
-    first = errors[0]
-    raise (OutputError if first["output"] else InputError)(first["path"], first["problem"])
-
-
 def _hash_existing(files: list[Path]) -> str:
     # With --skip-bad a missing file is a warning, not a reason to fail the hash.
     return hash_files([p for p in files if Path(p).is_file()])
@@ -142,7 +115,6 @@ def command(
         shards.remove_stale(tmp, plan)
         with open_client(workers, scheduler, "cpu") as client:
             results = run_tasks(client, ingest_shard, tasks, "ingest")
-        raise_task_errors(results)
         for r in results:
             for w in r["warnings"]:
                 warn(w)

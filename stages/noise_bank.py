@@ -26,7 +26,6 @@ from pipeline.noise_bank import extract_patches, select_windows, window_stats
 from pipeline.outputs import hash_files, task_key
 
 from .common import Device, Scheduler, Workers, user_errors, warn
-from .ingest import raise_task_errors, task_error
 
 STAGE = "noise-bank"
 BANK_SCHEMA_VERSION = 1
@@ -34,19 +33,7 @@ _STR = h5py.string_dtype("utf-8")
 
 
 def bank_sequence(name: str, paths: list[str], part: str, params: dict) -> dict:
-    """Select the stable windows of one sequence and write them to a part file.
-
-    A bad frame comes back as `{"error": ...}` rather than raised, so the user sees one line
-    (a raising task has every dask worker log a traceback).
-    """
-    try:
-        return _bank_sequence(name, paths, part, params)
-    except (InputError, OutputError) as err:
-        return {"sequence": name, "frames": 0, "kept": 0, "rows": 0, "part": part, "warnings": [],
-                "error": task_error(err)}
-
-
-def _bank_sequence(name: str, paths: list[str], part: str, params: dict) -> dict:
+    """Select the stable windows of one sequence and write them to a part file."""
     images = [read_grey(p) for p in paths]
     # The sequence's size is its most common one: a single odd first frame must not discard the rest.
     shape = sequence_shape(img.shape for img in images)
@@ -196,10 +183,9 @@ def command(
     try:
         tasks = [(name, [str(p) for p in paths], str(parts_dir / f"{i:05d}.h5"), params)
                  for i, (name, paths) in enumerate(sequences.items())]
-        with open_client(workers, scheduler, device) as client:
-            results = run_tasks(client, bank_sequence, tasks, "noise-bank")
         try:
-            raise_task_errors(results)
+            with open_client(workers, scheduler, device) as client:
+                results = run_tasks(client, bank_sequence, tasks, "noise-bank")
         except OutputError as err:
             # a part file is scratch space the user never sees: name the bank instead
             raise OutputError(out, err.problem) from err

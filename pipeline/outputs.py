@@ -170,3 +170,15 @@ def read_stage_record(folder: Path) -> dict | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise InputError(path, f"cannot read stage record: {err}") from err
+
+
+def input_shards(folder: Path, split: str) -> list[tuple[Path, str]]:
+    """(path, sha256) of a shard folder's split, from its stage record when it has one."""
+    from .shards import list_shards, sha256_file
+
+    paths = list_shards(folder, split)
+    if not paths:
+        raise InputError(folder, f"no {split} shards ({split}-*.h5)")
+    record = read_stage_record(folder)
+    known = {s["path"]: s["sha256"] for s in record["shards"]} if record else {}
+    return [(p, known.get(p.name) or sha256_file(p)) for p in paths]

@@ -28,12 +28,12 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import h5py
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from skimage.measure import label
 
 from . import PRODUCER
 from .errors import InputError
 from .loader import Source, open_source
 from .shards import KINDS, read_meta, read_shard
+from .targets import batch_target_table
 
 BLOCK = 128  # rows summarised at once: bounded memory, vectorised work
 AREA_EDGES = tuple(2**i for i in range(11))  # log2 bins: 1, 2-3, 4-7, ..., 1024+
@@ -76,26 +76,8 @@ def count_targets(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     masks: [B, H, W] (nonzero = target). Returns (n_targets [B] int64, areas [T] int64 pixel
     counts of all targets, image [T] int64 the image each target is in).
     """
-    b, h, w = masks.shape
-    fg = masks != 0
-    rows = np.flatnonzero(fg.any(axis=2).reshape(-1))
-    if rows.size == 0:
-        return np.zeros(b, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    # Label only the rows that hold target pixels, with one empty row wherever the kept rows are
-    # not adjacent in the same image: components cannot merge across the gap, and the labelled
-    # array is a few hundred rows instead of B x H.
-    image = rows // h
-    gap = (np.diff(rows) != 1) | (np.diff(image) != 0)
-    pos = np.arange(rows.size) + np.concatenate([[0], np.cumsum(gap)])
-    compact = np.zeros((pos[-1] + 1, w), bool)
-    compact[pos] = fg.reshape(-1, w)[rows]
-    row_image = np.zeros(pos[-1] + 1, np.int64)
-    row_image[pos] = image
-    labels, n = label(compact, connectivity=2, return_num=True)
-    target_image = np.zeros(n + 1, np.int64)
-    target_image[labels] = row_image[:, None]
-    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(np.int64)
-    return np.bincount(target_image[1:], minlength=b).astype(np.int64), areas, target_image[1:]
+    table = batch_target_table(masks)
+    return table["count"].astype(np.int64), table["area"].astype(np.int64), table["image"].astype(np.int64)
 
 
 def highpass_energy(images: np.ndarray, masks: np.ndarray, guard: int = GUARD) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ from pipeline.cluster import open_client, run_tasks
 from pipeline.errors import InputError
 from pipeline.layouts import SampleRef, list_labelled, load_sample
 from pipeline.outputs import hash_files, staged_folder, task_key, write_stage_record
-from pipeline.targets import count_targets
+from pipeline.targets import batch_target_table
 
 from .common import Scheduler, Seed, Workers, user_errors, warn
 
@@ -49,9 +49,13 @@ def ingest_shard(
         masks.append(loaded.mask)
         rows.append((ref.id, loaded.orig_h, loaded.orig_w))
     n = len(rows)
+    shape = (0, size, size)
+    mask_stack = np.stack(masks) if n else np.zeros(shape, np.uint8)
+    counts = batch_target_table(mask_stack)["count"]
+    areas = np.count_nonzero(mask_stack, axis=(1, 2))
     meta = shards.new_meta(n)
     for i, (sid, oh, ow) in enumerate(rows):
-        n_t, area = count_targets(masks[i])
+        n_t, area = int(counts[i]), int(areas[i])
         meta["sample_id"][i] = sid
         meta["source_id"][i] = sid
         meta["kind"][i] = "original"
@@ -61,11 +65,10 @@ def ingest_shard(
         meta["source_area"][i] = area
         meta["orig_h"][i] = oh
         meta["orig_w"][i] = ow
-    shape = (0, size, size)
     info = shards.write_shard(
         path,
         np.stack(images) if n else np.zeros(shape, np.uint8),
-        np.stack(masks) if n else np.zeros(shape, np.uint8),
+        mask_stack,
         meta,
         {"dataset": STAGE, "version": key[:16], "split": split, "shard_index": index, "n_shards": n_shards,
          "task_key": key},

@@ -19,11 +19,10 @@ import typer
 from pipeline import shards
 from pipeline.cluster import open_client, resolve_device, run_tasks
 from pipeline.negatives import label_check_boxes, negative_boxes, transform_boxes
-from pipeline.outputs import read_stage_record, staged_folder, task_key, write_stage_record
+from pipeline.outputs import input_shards, read_stage_record, staged_folder, task_key, write_stage_record
 from pipeline.targets import batch_target_table, mask_points
 
 from .common import Device, Scheduler, Seed, Workers, check_device, user_errors
-from .transfer import input_shards
 
 STAGE = "negatives"
 CLAMPS = ("script", "clip")

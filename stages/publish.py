@@ -17,11 +17,10 @@ from pipeline import PRODUCER, shards
 from pipeline.cluster import open_client, progress_bar, run_tasks
 from pipeline.errors import InputError
 from pipeline.manifest import IN_DATASET_NAME, MANIFEST_SCHEMA_VERSION, content_version, write_json_atomic
-from pipeline.outputs import check_can_create, read_stage_record, staged_folder, task_key
+from pipeline.outputs import input_shards, check_can_create, read_stage_record, staged_folder, task_key
 from pipeline.verify import manifest_version, verify_manifest
 
 from .common import Scheduler, Workers, fail, user_errors
-from .transfer import input_shards
 
 STAGE = "publish"
 

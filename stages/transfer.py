@@ -19,7 +19,7 @@ import typer
 from pipeline import rng, shards
 from pipeline.cluster import open_client, resolve_device, run_tasks
 from pipeline.errors import InputError
-from pipeline.outputs import read_stage_record, staged_folder, task_key, write_stage_record
+from pipeline.outputs import input_shards, read_stage_record, staged_folder, task_key, write_stage_record
 from pipeline.transfer import additive, blend, draw_mosaic_params, mosaic_field, resize_field, to_uint8
 
 from .common import Device, Scheduler, Seed, Workers, check_device, user_errors
@@ -113,16 +113,6 @@ def parse_floats(values: list[str]) -> list[float]:
             if part.strip():
                 out.append(float(part))
     return out
-
-
-def input_shards(folder: Path, split: str) -> list[tuple[Path, str]]:
-    """(path, sha256) of a shard folder's split, from its stage record when it has one."""
-    paths = shards.list_shards(folder, split)
-    if not paths:
-        raise InputError(folder, f"no {split} shards ({split}-*.h5)")
-    record = read_stage_record(folder)
-    known = {s["path"]: s["sha256"] for s in record["shards"]} if record else {}
-    return [(p, known.get(p.name) or shards.sha256_file(p)) for p in paths]
 
 
 @user_errors

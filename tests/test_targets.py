@@ -83,3 +83,10 @@ def test_reference_centres_match_coordinates(reference_dir):
         mask = np.array(Image.open(path).convert("L"))
         listed = {(int(y), int(x)) for x, y in re.findall(r"\((\d+),\s*(\d+)\)", line)}
         assert {tuple(c) for c in target_centers(mask).tolist()} == listed, path.name
+
+
+def test_batch_target_table_of_an_empty_batch() -> None:
+    from pipeline.targets import batch_target_table
+
+    table = batch_target_table(np.zeros((0, 8, 8), np.uint8))
+    assert table["count"].shape == (0,) and table["center"].shape == (0, 2)

@@ -167,7 +167,8 @@ def _sirst_base(size: int) -> dict:
 
 def sirst5k(*args: object, env: dict | None = None, check: bool = True) -> tuple[float, str]:
     """Run the `sirst5k` command line in a subprocess; (wall seconds, output)."""
-    cmd = [str(BIN / "sirst5k"), *map(str, args)]
+    # `python -m stages.cli`, not the console script: it also runs from a bare checkout on PYTHONPATH
+    cmd = [sys.executable, "-m", "stages.cli", *map(str, args)]
     full_env = {**os.environ, "DVC_NO_ANALYTICS": "1", **(env or {})}
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=REPO)

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/stage_throughput.py [--copies 10] [--repeat 3] [--workers 1 2] [--cli-repeat 2]
     .venv/bin/python benchmarks/stage_throughput.py --tasks-only     # the quick part
+    python benchmarks/stage_throughput.py --devices cpu cuda --workers 1 4 8   # on a GPU machine
 
 Data: SIRST v1 at 256x256 (427 images, 341 train, 1.3 targets an image), repeated `--copies`
 times with distinct ids (benchmarks/_common.py); the noise bank is made from the real SIRST-V2
@@ -29,7 +30,7 @@ from pathlib import Path
 import _common as C
 
 
-def task_rates(repeat: int) -> list[list]:
+def task_rates(repeat: int, devices: list[str]) -> list[list]:
     import torch
 
     torch.set_num_threads(1)
@@ -45,25 +46,26 @@ def task_rates(repeat: int) -> list[list]:
                "split": "train", "shard_size": 1024}
     rows = []
     with tempfile.TemporaryDirectory(dir=C.bench_dir()) as tmp:
-        for name, run in (
-            ("transfer",
-             lambda i: [transfer_shard(str(ingest), f"bench-{i}", f"{tmp}/t.h5", 0, 1, bank, tparams, "cpu")]),
-            ("negatives", lambda i: negatives_shard(str(transfer), f"bench-{i}", tmp, 0, nparams, "cpu")),
-        ):
-            run(-1)  # warm: imports, first-touch allocations
-            best_wall = best_cpu = float("inf")
-            for i in range(repeat):
-                w, c = time.perf_counter(), time.process_time()
-                out = run(i)
-                best_wall = min(best_wall, time.perf_counter() - w)
-                best_cpu = min(best_cpu, time.process_time() - c)
-            n = sum(r["n_samples"] for r in out)
-            rows.append([name, n, best_wall, n / best_wall, n / best_cpu, C.load()])
-            C.progress(f"task {name}: {n / best_wall:,.0f} samples/s")
+        for dev in devices:
+            for name, run in (
+                ("transfer",
+                 lambda i: [transfer_shard(str(ingest), f"bench-{i}", f"{tmp}/t.h5", 0, 1, bank, tparams, dev)]),
+                ("negatives", lambda i: negatives_shard(str(transfer), f"bench-{i}", tmp, 0, nparams, dev)),
+            ):
+                run(-1)  # warm: imports, first-touch allocations, CUDA context
+                best_wall = best_cpu = float("inf")
+                for i in range(repeat):
+                    w, c = time.perf_counter(), time.process_time()
+                    out = run(i)
+                    best_wall = min(best_wall, time.perf_counter() - w)
+                    best_cpu = min(best_cpu, time.process_time() - c)
+                n = sum(r["n_samples"] for r in out)
+                rows.append([name, dev, n, best_wall, n / best_wall, n / best_cpu, C.load()])
+                C.progress(f"task {name} on {dev}: {n / best_wall:,.0f} samples/s")
     return rows
 
 
-def cli_rates(copies: int, workers: list[int], repeat: int) -> tuple[list[list], dict[int, float]]:
+def cli_rates(copies: int, workers: list[int], repeat: int, device: str = "cpu") -> tuple[list[list], dict[int, float]]:
     ingest = C.ingest_shards(copies)
     bank = C.noise_bank()
     tiny = _tiny_input()
@@ -71,7 +73,7 @@ def cli_rates(copies: int, workers: list[int], repeat: int) -> tuple[list[list],
     combined: dict[int, float] = {}
     with tempfile.TemporaryDirectory(dir=C.bench_dir()) as tmp:
         for w in workers:
-            common = ["--workers", w, "--device", "cpu"]
+            common = ["--workers", w, "--device", device]
             best = {"start_t": float("inf"), "start_n": float("inf"), "tt": float("inf"), "tn": float("inf")}
             for _ in range(repeat):
                 for d in ("tiny-t", "tiny-n", "t", "n"):
@@ -83,12 +85,12 @@ def cli_rates(copies: int, workers: list[int], repeat: int) -> tuple[list[list],
                 nt, nn = C.parse_count(out_t, "transfer"), C.parse_count(out_n, "negatives")
                 for key, value in (("start_t", start_t), ("start_n", start_n), ("tt", tt), ("tn", tn)):
                     best[key] = min(best[key], value)
-                C.progress(f"CLI, {w} worker(s): transfer {nt / tt:,.0f}/s, negatives {nn / tn:,.0f}/s")
+                C.progress(f"CLI on {device}, {w} worker(s): transfer {nt / tt:,.0f}/s, negatives {nn / tn:,.0f}/s")
             tt, tn, start_t, start_n = best["tt"], best["tn"], best["start_t"], best["start_n"]
-            rows.append(["transfer", w, nt, tt, nt / tt, start_t, nt / max(tt - start_t, 1e-9), C.load()])
-            rows.append(["negatives", w, nn, tn, nn / tn, start_n, nn / max(tn - start_n, 1e-9), C.load()])
+            rows.append(["transfer", device, w, nt, tt, nt / tt, start_t, nt / max(tt - start_t, 1e-9), C.load()])
+            rows.append(["negatives", device, w, nn, tn, nn / tn, start_n, nn / max(tn - start_n, 1e-9), C.load()])
             combined[w] = (nt + nn) / ((tt - start_t) + (tn - start_n))
-            rows.append(["transfer + negatives", w, nt + nn, tt + tn, (nt + nn) / (tt + tn), start_t + start_n,
+            rows.append(["transfer + negatives", device, w, nt + nn, tt + tn, (nt + nn) / (tt + tn), start_t + start_n,
                          combined[w], C.load()])
     return rows, combined
 
@@ -112,22 +114,27 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--cli-repeat", type=int, default=1, help="runs of each CLI stage; the best is kept")
     ap.add_argument("--tasks-only", action="store_true")
+    ap.add_argument("--devices", nargs="+", default=["cpu"], help="cpu and/or cuda")
     args = ap.parse_args()
     C.header("stage throughput, task functions on one shard (one process, one thread), best of "
              f"{args.repeat}")
-    C.table(["stage", "samples", "best s", "samples/s", "samples/CPU-s", "load"], task_rates(args.repeat))
+    C.table(["stage", "device", "samples", "best s", "samples/s", "samples/CPU-s", "load"],
+            task_rates(args.repeat, args.devices))
     if args.tasks_only:
         return
     C.header(f"stage throughput, CLI on {args.copies} x SIRST v1 ({427 * args.copies} images) at 256x256, "
              f"best of {args.cli_repeat}")
-    rows, combined = cli_rates(args.copies, args.workers, args.cli_repeat)
-    C.table(["stage", "workers", "samples", "wall s", "samples/s", "start-up s", "samples/s excl. start-up", "load"],
+    rows, combined = [], {}
+    for device in args.devices:
+        r, c = cli_rates(args.copies, args.workers, args.cli_repeat, device)
+        rows += r
+        combined.update({(device, w): v for w, v in c.items()})
+    C.table(["stage", "device", "workers", "samples", "wall s", "samples/s", "start-up s", "samples/s excl. start-up", "load"],
             rows)
-    if 1 in combined and len(combined) > 1:
-        for w in sorted(combined):
-            if w != 1:
-                print(f"   {w} workers / 1 worker (transfer + negatives, excl. start-up): "
-                      f"{combined[w] / combined[1]:.2f}x")
+    for (device, w), rate in sorted(combined.items()):
+        if w != 1 and (device, 1) in combined:
+            print(f"   {device}: {w} workers / 1 worker (transfer + negatives, excl. start-up): "
+                  f"{rate / combined[device, 1]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -17,11 +17,14 @@ and fused one of two ways:
 
 from __future__ import annotations
 
+import functools
 import math
+from fractions import Fraction
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from .reductions import pairwise_mean
 
 
 def _size(size) -> tuple[int, int]:
@@ -31,17 +34,60 @@ def _size(size) -> tuple[int, int]:
     return height, width
 
 
+def linear_taps(n_in: int, n_out: int, dtype: torch.dtype = torch.float32) -> tuple[np.ndarray, ...]:
+    """Source indices and weights `(i0, i1, w0, w1)`, each `[n_out]`, of a 1-D bilinear resize.
+
+    The half-pixel rule (align_corners=False): source `scale * (j + 0.5) - 0.5` clamped at 0,
+    with `scale = n_in / n_out` in `dtype`. The source is rounded once, as the fused multiply-add
+    of PyTorch's CPU kernel (x86-64 wheels) rounds it, but computed exactly here (float32
+    products fit a float64; float64 ones are done in rationals), so the taps do not depend on
+    the machine.
+    """
+    if dtype == torch.float64:
+        scale = float(n_in) / float(n_out)
+        exact = Fraction(scale)
+        src = np.array([float(exact * (2 * j + 1) / 2 - Fraction(1, 2)) for j in range(n_out)], np.float64)
+        np_dtype = np.float64
+    else:
+        scale32 = np.float32(n_in) / np.float32(n_out)
+        src = (np.float64(scale32) * (np.arange(n_out, dtype=np.float64) + 0.5) - 0.5).astype(np.float32)
+        np_dtype = np.float32
+    src = np.maximum(src, np_dtype(0))
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w1 = np.clip(src - i0.astype(np_dtype), np_dtype(0), np_dtype(1))
+    w0 = np_dtype(1) - w1
+    return i0, i1, w0, w1
+
+
+@functools.lru_cache(maxsize=32)
+def _device_taps(n_in: int, n_out: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.from_numpy(t).to(device) for t in linear_taps(n_in, n_out, dtype))
+
+
 def resize_field(noise: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize (align_corners=False, no antialias) of noise [B, h, w] to [B, H, W].
 
-    For upsampling this equals torchvision's `Resize` on tensors, antialias or not.
+    Computed as separate gathers, multiplies and adds, each one IEEE-rounded step on any device,
+    so a CUDA worker returns the same bits as a CPU worker. (`F.interpolate` fuses multiply-adds,
+    differently on a CPU and a GPU, and so rounds differently in the last bit.) Where those
+    products are exact, as for integer pixels upsampled by a power of two (the paper's 32 -> 256),
+    this equals `F.interpolate` and torchvision's `Resize`; otherwise it is within a float ulp.
     """
     if noise.ndim != 3:
         raise ValueError(f"noise must be [B, h, w], got shape {tuple(noise.shape)}")
     if not noise.is_floating_point():
         noise = noise.float()
-    out = F.interpolate(noise[:, None], size=_size(size), mode="bilinear", align_corners=False)
-    return out[:, 0]
+    height, width = _size(size)
+    _, h, w = noise.shape
+    taps_y = _device_taps(h, height, noise.dtype, noise.device)
+    taps_x = _device_taps(w, width, noise.dtype, noise.device)
+    # Along the rows of the small patch first, then down the columns:
+    # out = (x00*wx0 + x01*wx1)*wy0 + (x10*wx0 + x11*wx1)*wy1, the order PyTorch's CPU kernel uses.
+    x0, x1, wx0, wx1 = taps_x
+    rows = noise.index_select(2, x0).mul_(wx0).add_(noise.index_select(2, x1).mul_(wx1))
+    y0, y1, wy0, wy1 = taps_y
+    return rows.index_select(1, y0).mul_(wy0[:, None]).add_(rows.index_select(1, y1).mul_(wy1[:, None]))
 
 
 def mosaic_grid(size: tuple[int, int], window: int) -> tuple[int, int]:
@@ -77,8 +123,8 @@ def mosaic_field(patches: torch.Tensor, size: tuple[int, int], match_means: bool
     if not patches.is_floating_point():
         patches = patches.float()
     if match_means:
-        tile_means = patches.mean(dim=(2, 3), keepdim=True)
-        patches = patches - tile_means + tile_means.mean(dim=1, keepdim=True)
+        tile_means = pairwise_mean(patches, (2, 3), keepdim=True)
+        patches = patches - tile_means + pairwise_mean(tile_means, (1,), keepdim=True)
     grid = patches.reshape(batch, rows, cols, window, window).permute(0, 1, 3, 2, 4)
     return grid.reshape(batch, rows * window, cols * window)[:, :height, :width]
 
@@ -112,7 +158,7 @@ def additive(images: torch.Tensor, field: torch.Tensor, mix) -> torch.Tensor:
     """
     _check_pair(images, field)
     m = _mix(mix, images)
-    return images + m * (field - field.mean(dim=(1, 2), keepdim=True))
+    return images + m * (field - pairwise_mean(field, (1, 2), keepdim=True))
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:

@@ -48,3 +48,9 @@ def check_device(device: str) -> str:
     if device not in ("auto", "cpu", "cuda"):
         fail(f"--device {device}: use auto, cpu or cuda")
     return device
+
+
+def computed_on(results: list[dict]) -> str:
+    """`[computed on cuda]`-style note from task results (reused shards computed nothing)."""
+    devices = sorted({r["device"] for r in results if r.get("device")})
+    return f" [computed on {', '.join(devices)}]" if devices else " [all shards reused]" if results else ""

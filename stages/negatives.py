@@ -22,7 +22,7 @@ from pipeline.negatives import label_check_boxes, negative_boxes, transform_boxe
 from pipeline.outputs import input_shards, read_stage_record, staged_folder, task_key, write_stage_record
 from pipeline.targets import batch_target_table, mask_points
 
-from .common import Device, Scheduler, Seed, Workers, check_device, user_errors
+from .common import Device, Scheduler, Seed, Workers, check_device, computed_on, user_errors
 
 STAGE = "negatives"
 CLAMPS = ("script", "clip")
@@ -138,7 +138,7 @@ def negatives_shard(src: str, src_sha: str, dst_dir: str, index: int, params: di
              "n_shards": -1, "part": part, "n_parts": n_parts, "task_key": key},
         )
         del out_images, out_masks
-        results.append({"path": info.path, "sha256": info.sha256, "n_samples": info.n_samples})
+        results.append({"path": info.path, "sha256": info.sha256, "n_samples": info.n_samples, "device": dev.type})
     return results
 
 
@@ -194,4 +194,4 @@ def command(
         write_stage_record(tmp, STAGE, {**upstream.get("params", {}), STAGE: params}, upstream.get("inputs", {}), records)
     total = sum(r["n_samples"] for r in results)
     typer.echo(f"negatives: {total} samples (patch {','.join(map(str, patches))}, k {','.join(map(str, ks))}, "
-               f"{'mirrored' if mirror else 'not mirrored'}) -> {out}")
+               f"{'mirrored' if mirror else 'not mirrored'}) -> {out}" + computed_on(results))

@@ -22,7 +22,7 @@ from pipeline.errors import InputError
 from pipeline.outputs import input_shards, read_stage_record, staged_folder, task_key, write_stage_record
 from pipeline.transfer import additive, blend, draw_mosaic_params, mosaic_field, resize_field, to_uint8
 
-from .common import Device, Scheduler, Seed, Workers, check_device, user_errors
+from .common import Device, Scheduler, Seed, Workers, check_device, computed_on, user_errors
 
 STAGE = "transfer"
 MODES = ("blend", "additive")
@@ -103,7 +103,8 @@ def transfer_shard(src: str, src_sha: str, dst: str, index: int, n_shards: int, 
     info = shards.write_shard(dst, out_images, out_masks, out_meta,
                               {"dataset": STAGE, "version": key[:16], "split": "train", "shard_index": index,
                                "n_shards": n_shards, "task_key": key})
-    return {"path": info.path, "sha256": info.sha256, "n_samples": info.n_samples, "reused": False}
+    return {"path": info.path, "sha256": info.sha256, "n_samples": info.n_samples, "reused": False,
+            "device": dev.type}
 
 
 def parse_floats(values: list[str]) -> list[float]:
@@ -155,4 +156,5 @@ def command(
                            {**upstream.get("inputs", {}), "frames": {"path": bank["path"], "noise_bank_version": bank["version"],
                                                                     "content_hash": bank["frames_hash"]}}, records)
     total = sum(r["n_samples"] for r in results)
-    typer.echo(f"transfer: {total} samples ({mode}, {field}, m={','.join(f'{m:g}' for m in mixes)}) -> {out}")
+    typer.echo(f"transfer: {total} samples ({mode}, {field}, m={','.join(f'{m:g}' for m in mixes)}) -> {out}"
+               + computed_on(results))

@@ -135,3 +135,49 @@ def test_to_uint8(device):
     assert out.dtype == torch.uint8 and out.device == x.device
     assert out.cpu().tolist() == [0, 0, 0, 2, 2, 255, 255]  # ties to even, as numpy's round
     assert to_uint8(torch.tensor([3, 300])).tolist() == [3, 255]
+
+
+# ---------------------------------------------------------------- same bits on every device
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("patch", [32, 16])
+def test_resize_field_equals_interpolate_for_the_recipe(device, dtype, patch):
+    # integer pixels upsampled by a power of two: every product is exact, so the explicit
+    # multiply-adds give F.interpolate's numbers bit for bit (and so torchvision's Resize)
+    import torch.nn.functional as F
+
+    noise = torch.from_numpy(np.random.default_rng(patch).integers(0, 256, (6, patch, patch))).to(dtype)
+    expected = F.interpolate(noise[:, None], size=(256, 256), mode="bilinear", align_corners=False)[:, 0]
+    assert torch.equal(resize_field(noise.to(device), (256, 256)).cpu(), expected)
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 300, 211), (5, 7, 33, 17), (13, 29, 256, 256), (40, 50, 20, 25)])
+def test_resize_field_any_size_is_device_independent(device, shape):
+    import torch.nn.functional as F
+
+    h, w, big_h, big_w = shape
+    noise = torch.from_numpy(np.random.default_rng(h * w).uniform(0, 255, (3, h, w)).astype(np.float32))
+    on_cpu = resize_field(noise, (big_h, big_w))
+    # bit-identical wherever it runs
+    assert torch.equal(resize_field(noise.to(device), (big_h, big_w)).cpu(), on_cpu)
+    # and F.interpolate's resize, up to where that kernel's fused multiply-adds round
+    expected = F.interpolate(noise[:, None], size=(big_h, big_w), mode="bilinear", align_corners=False)[:, 0]
+    torch.testing.assert_close(on_cpu, expected, rtol=0, atol=1e-3)
+
+
+def test_fusion_is_device_independent(device):
+    """The whole transfer on `device` rounds to the bytes a CPU gives, for every mode and field."""
+    rng = np.random.default_rng(7)
+    size = (61, 83)  # odd sizes: resize weights are inexact, a 17-px mosaic is 4 x 5 tiles
+    images = torch.from_numpy(rng.integers(0, 256, (5, *size)).astype(np.float32))
+    patches = torch.from_numpy(rng.integers(0, 256, (5, 20, 17, 17)).astype(np.float32))
+    mix = torch.tensor([0.1, 0.2, 0.3, 0.5, 1.0])
+
+    def run(dev: torch.device) -> list[torch.Tensor]:
+        img, p = images.to(dev), patches.to(dev)
+        fields = (resize_field(p[:, 0], size), mosaic_field(p, size))
+        return [to_uint8(fuse(img, f, mix)).cpu() for f in fields for fuse in (blend, additive)]
+
+    for ours, cpu in zip(run(device), run(torch.device("cpu")), strict=True):
+        assert torch.equal(ours, cpu)

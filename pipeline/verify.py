@@ -7,8 +7,9 @@ a malformed manifest or shard is a problem to report, never a traceback.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import h5py
 import numpy as np
@@ -34,8 +35,14 @@ def manifest_version(manifest: dict[str, Any]) -> str:
     return content_version(manifest["name"], inputs, manifest["params"], manifest["producer"])
 
 
-def verify_manifest(path: str | Path, on_shard: Callable[[], None] | None = None, labels: bool = True) -> list[str]:
-    """Every problem found, one line each naming the file; an empty list means the dataset is sound."""
+def verify_manifest(path: str | Path, on_shard: Callable[[], None] | None = None, labels: bool = True,
+                    map_shards: Callable[[Callable, list[tuple]], Iterable[ShardReport]] | None = None) -> list[str]:
+    """Every problem found, one line each naming the file; an empty list means the dataset is sound.
+
+    Each shard is checked on its own by `check_shard` (in this process, or through `map_shards`,
+    e.g. on a dask cluster, which must return the reports in job order); what spans shards (ids,
+    image size, counts per split) is checked here from their reports.
+    """
     path = Path(path)
     try:
         manifest = load_manifest(path)
@@ -51,29 +58,44 @@ def verify_manifest(path: str | Path, on_shard: Callable[[], None] | None = None
     except (TypeError, ValueError) as err:
         problems.append(f"{path}: cannot hash inputs/params for the version: {err}")
     root = dataset_dir(path, manifest)
+    # each job carries only the manifest fields a shard's attributes must match, not every shard's entry
+    header = {k: manifest[k] for k in ("name", "version", "producer")}
+    jobs = [(str(root / s["path"]), s, header, split, i, len(entry["shards"]), labels)
+            for split, entry in sorted(manifest["splits"].items()) for i, s in enumerate(entry["shards"])]
+    if map_shards is None:
+        reports: Iterable[ShardReport] = _each(jobs, on_shard)
+    else:
+        reports = map_shards(check_shard, jobs)
     seen_ids: set[str] = set()
     listed: set[Path] = set()
-    sizes: dict[str, tuple] = {}  # the first shard's image size
+    first: tuple[tuple, Path] | None = None  # the first shard's image size
+    kinds = {split: {k: 0 for k in KINDS} for split in manifest["splits"]}
+    totals = {split: 0 for split in manifest["splits"]}
+    for (shard_path, s, _, split, *_), report in zip(jobs, reports, strict=True):
+        shard = Path(shard_path)
+        if shard in listed:
+            problems.append(f"{shard}: listed twice in the manifest")
+        listed.add(shard)
+        problems += report.problems
+        for k, v in report.kinds.items():
+            kinds[split][k] += v
+        dup = seen_ids.intersection(report.ids)
+        if dup:
+            problems.append(f"{shard}: duplicate sample ids, e.g. {sorted(dup)[:3]}")
+        seen_ids.update(report.ids)
+        if report.size is not None:
+            if first is None:
+                first = (report.size, shard)
+            elif report.size != first[0]:
+                problems.append(f"{shard}: images are {report.size[0]}x{report.size[1]}, {first[1].name} has "
+                                f"{first[0][0]}x{first[0][1]}")
+        totals[split] += s["n_samples"]
     for split, entry in sorted(manifest["splits"].items()):
-        kinds = {k: 0 for k in KINDS}
-        total = 0
-        for i, s in enumerate(entry["shards"]):
-            shard = root / s["path"]
-            if shard in listed:
-                problems.append(f"{shard}: listed twice in the manifest")
-            listed.add(shard)
-            try:
-                problems += _check_shard(shard, s, manifest, split, i, len(entry["shards"]), kinds, seen_ids,
-                                         sizes, labels)
-            except Exception as err:  # a damaged file must not stop the other checks
-                problems.append(f"{shard}: cannot check: {type(err).__name__}: {err}")
-            total += s["n_samples"]
-            if on_shard:
-                on_shard()
-        if total != entry["n_samples"]:
-            problems.append(f"{path}: split {split} lists n_samples {entry['n_samples']} but its shards hold {total}")
+        if totals[split] != entry["n_samples"]:
+            problems.append(f"{path}: split {split} lists n_samples {entry['n_samples']} but its shards hold "
+                            f"{totals[split]}")
         listed_kinds = {k: v for k, v in entry["kinds"].items() if v}
-        found = {k: v for k, v in kinds.items() if v}
+        found = {k: v for k, v in kinds[split].items() if v}
         if listed_kinds != found:
             problems.append(f"{path}: split {split} kinds {listed_kinds} but the shards hold {found}")
     if root.is_dir():
@@ -125,25 +147,54 @@ def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _check_shard(shard: Path, entry: dict, manifest: dict, split: str, index: int, n_shards: int,
-                 kinds: dict[str, int], seen_ids: set[str], sizes: dict, labels: bool) -> list[str]:
+@dataclass
+class ShardReport:
+    """One shard's problems, and what the checks across shards need from it."""
+
+    problems: list[str]
+    kinds: dict[str, int] = field(default_factory=dict)
+    ids: list[str] = field(default_factory=list)
+    size: tuple[int, int] | None = None
+
+
+def _each(jobs: list[tuple], on_shard: Callable[[], None] | None) -> Iterator[ShardReport]:
+    for job in jobs:
+        yield check_shard(*job)
+        if on_shard:
+            on_shard()
+
+
+def check_shard(shard: str | Path, entry: dict, manifest: dict, split: str, index: int, n_shards: int,
+                labels: bool = True) -> ShardReport:
+    """Checksum, schema, attributes, counts, mask values and labels of one listed shard."""
+    shard = Path(shard)
+    report = ShardReport([])
+    try:
+        _check_shard(shard, entry, manifest, split, index, n_shards, labels, report)
+    except Exception as err:  # a damaged file must not stop the other checks
+        report.problems.append(f"{shard}: cannot check: {type(err).__name__}: {err}")
+    return report
+
+
+def _check_shard(shard: Path, entry: dict, manifest: dict, split: str, index: int, n_shards: int, labels: bool,
+                 report: ShardReport) -> None:
     if not shard.is_file():
-        return [f"{shard}: shard listed in the manifest is missing"]
-    problems = []
+        report.problems.append(f"{shard}: shard listed in the manifest is missing")
+        return
     digest = sha256_file(shard)
     if digest != entry["sha256"]:
-        problems.append(f"{shard}: sha256 {digest[:12]}... does not match the manifest's {entry['sha256'][:12]}...")
+        report.problems.append(f"{shard}: sha256 {digest[:12]}... does not match the manifest's "
+                               f"{entry['sha256'][:12]}...")
     try:
         f = h5py.File(shard, "r")
     except OSError as err:
-        return problems + [f"{shard}: cannot open as HDF5 ({err})"]
+        report.problems.append(f"{shard}: cannot open as HDF5 ({err})")
+        return
     try:
         with f:
-            problems += _check_contents(f, shard, entry, manifest, split, index, n_shards, kinds, seen_ids, sizes,
-                                        labels)
+            _check_contents(f, shard, entry, manifest, split, index, n_shards, labels, report)
     except (OSError, KeyError, ValueError, TypeError) as err:
-        problems.append(f"{shard}: cannot read ({type(err).__name__}: {err})")
-    return problems
+        report.problems.append(f"{shard}: cannot read ({type(err).__name__}: {err})")
 
 
 def _dtype_ok(ds: h5py.Dataset, want: object) -> bool:
@@ -153,8 +204,8 @@ def _dtype_ok(ds: h5py.Dataset, want: object) -> bool:
 
 
 def _check_contents(f: h5py.File, shard: Path, entry: dict, manifest: dict, split: str, index: int, n_shards: int,
-                    kinds: dict[str, int], seen_ids: set[str], sizes: dict, labels: bool) -> list[str]:
-    problems = []
+                    labels: bool, report: ShardReport) -> None:
+    problems = report.problems
     attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
     missing = [a for a in ROOT_ATTRS if a not in attrs]
     if missing:
@@ -168,17 +219,15 @@ def _check_contents(f: h5py.File, shard: Path, entry: dict, manifest: dict, spli
         if not isinstance(f.get(name), h5py.Dataset):
             problems.append(f"{shard}: no /{name}")
     if not isinstance(f.get("images"), h5py.Dataset) or not isinstance(f.get("masks"), h5py.Dataset):
-        return problems
+        return
     images, masks = f["images"], f["masks"]
     n = images.shape[0] if images.ndim else 0
     if images.dtype != np.uint8 or masks.dtype != np.uint8 or images.ndim != 3 or masks.shape != images.shape:
         problems.append(f"{shard}: images {images.dtype}{images.shape} / masks {masks.dtype}{masks.shape}: "
                         "need uint8 [N, H, W] of equal shape")
-        return problems
+        return
     size = images.shape[1:]
-    first, first_shard = sizes.setdefault("first", (size, shard))
-    if size != first:
-        problems.append(f"{shard}: images are {size[0]}x{size[1]}, {first_shard.name} has {first[0]}x{first[1]}")
+    report.size = (int(size[0]), int(size[1]))
     for name, ds in (("images", images), ("masks", masks)):
         if n and ds.chunks != (1, *size):
             problems.append(f"{shard}: /{name} chunks {ds.chunks}, the schema says one image a chunk {(1, *size)}")
@@ -199,18 +248,17 @@ def _check_contents(f: h5py.File, shard: Path, entry: dict, manifest: dict, spli
             del meta[name]
     if "kind" in meta:
         for kind, count in zip(*np.unique(meta["kind"], return_counts=True)):
-            if kind not in kinds:
+            if kind not in KINDS:
                 problems.append(f"{shard}: unknown kind {kind!r}")
             else:
-                kinds[kind] += int(count)
+                report.kinds[str(kind)] = int(count)
     ids = meta.get("sample_id", np.array([f"#{i}" for i in range(n)], dtype=object))
     if "sample_id" in meta:
-        dup = seen_ids.intersection(ids)
-        if dup or len(set(ids)) != n:
-            problems.append(f"{shard}: duplicate sample ids, e.g. {sorted(dup)[:3]}")
-        seen_ids.update(ids)
+        report.ids = [str(i) for i in ids]
+        if len(set(report.ids)) != n:
+            unique, counts = np.unique(ids, return_counts=True)
+            problems.append(f"{shard}: duplicate sample ids, e.g. {sorted(unique[counts > 1])[:3]}")
     problems += _check_labels(shard, masks, meta, ids, labels)
-    return problems
 
 
 def _check_labels(shard: Path, masks: h5py.Dataset, meta: dict, ids: np.ndarray, labels: bool) -> list[str]:
@@ -227,10 +275,12 @@ def _check_labels(shard: Path, masks: h5py.Dataset, meta: dict, ids: np.ndarray,
 
     for start in range(0, n, BLOCK):
         block = masks[start : start + BLOCK]
-        for j in np.flatnonzero(~np.isin(block, (0, 255)).all(axis=(1, 2))):
+        areas = np.count_nonzero(block, axis=(1, 2))
+        # a mask holds only 0 and 255 when its non-zero pixels are all 255 (np.isin on the
+        # block took 9 of verify's 14 s on 21k samples)
+        for j in np.flatnonzero(areas != np.count_nonzero(block == 255, axis=(1, 2))):
             values = [int(v) for v in np.unique(block[j]) if v not in (0, 255)]
             bad_mask.append((ids[start + j], values))
-        areas = np.count_nonzero(block, axis=(1, 2))
         # one labelling pass for the whole block: per-mask skimage calls dominated publish's verify
         counts = batch_target_table(block)["count"] if labels else None
         for j in range(len(block)):

@@ -14,7 +14,7 @@ import numpy as np
 import typer
 
 from pipeline import PRODUCER, shards
-from pipeline.cluster import open_client, progress_bar, run_tasks
+from pipeline.cluster import open_client, run_tasks
 from pipeline.errors import InputError
 from pipeline.manifest import IN_DATASET_NAME, MANIFEST_SCHEMA_VERSION, content_version, write_json_atomic
 from pipeline.outputs import input_shards, check_can_create, read_stage_record, staged_folder, task_key
@@ -103,35 +103,36 @@ def command(
            "inputs": inputs}
     doc["version"] = manifest_version(doc)
     plans = {split: plan_split([(p, shards.n_samples(p)) for p, _ in srcs], shard_size) for split, srcs in splits.items()}
-    with staged_folder(out) as tmp:
-        names = [shards.shard_name(split, i) for split, pl in plans.items() for i in range(len(pl))]
-        shards.remove_stale(tmp, names)
-        tasks = [(str(tmp / shards.shard_name(split, i)), pieces,
-                  {"dataset": name, "version": doc["version"], "split": split, "shard_index": i, "n_shards": len(pl)})
-                 for split, pl in plans.items() for i, pieces in enumerate(pl)]
-        with open_client(workers, scheduler, "cpu") as client:
+    # one cluster for the copy and the verification
+    with open_client(workers, scheduler, "cpu") as client:
+        with staged_folder(out) as tmp:
+            names = [shards.shard_name(split, i) for split, pl in plans.items() for i in range(len(pl))]
+            shards.remove_stale(tmp, names)
+            tasks = [(str(tmp / shards.shard_name(split, i)), pieces,
+                      {"dataset": name, "version": doc["version"], "split": split, "shard_index": i, "n_shards": len(pl)})
+                     for split, pl in plans.items() for i, pieces in enumerate(pl)]
             results = run_tasks(client, publish_shard, tasks, "publish")
-        by_split: dict[str, list[dict]] = {s: [] for s in plans}
-        for (dst, _, attrs), r in zip(tasks, results):
-            by_split[attrs["split"]].append({"path": Path(dst).name, "sha256": r["sha256"], "n_samples": r["n_samples"]})
-        doc["splits"] = {
-            split: {"n_samples": sum(s["n_samples"] for s in entries),
-                    "kinds": _kind_counts([p for p, _ in splits[split]]),
-                    "shards": entries}
-            for split, entries in by_split.items()
-        }
-        write_json_atomic(tmp / IN_DATASET_NAME, {**doc, "dataset_dir": "."})
-    rel = os.path.relpath(out.resolve(), manifest.resolve().parent)
-    write_json_atomic(manifest, {**doc, "dataset_dir": rel})
-    counts = ", ".join(f"{s}: {v['n_samples']} ({', '.join(f'{k} {n}' for k, n in v['kinds'].items() if n)})"
-                       for s, v in doc["splits"].items())
-    typer.echo(f"publish: {name} {doc['version']} -> {out} [{counts}]; manifest {manifest}")
-    if verify:
-        n_shards = sum(len(v["shards"]) for v in doc["splits"].values())
-        with progress_bar("verify", n_shards) as advance:
-            problems = verify_manifest(manifest, on_shard=advance)
-        if problems:
-            for p in problems:
-                typer.echo(f"error: {p}", err=True)
-            fail(f"{manifest}: {len(problems)} problem(s) found by verify")
-        typer.echo(f"verify: {n_shards} shards OK")
+            by_split: dict[str, list[dict]] = {s: [] for s in plans}
+            for (dst, _, attrs), r in zip(tasks, results):
+                by_split[attrs["split"]].append({"path": Path(dst).name, "sha256": r["sha256"],
+                                                 "n_samples": r["n_samples"]})
+            doc["splits"] = {
+                split: {"n_samples": sum(s["n_samples"] for s in entries),
+                        "kinds": _kind_counts([p for p, _ in splits[split]]),
+                        "shards": entries}
+                for split, entries in by_split.items()
+            }
+            write_json_atomic(tmp / IN_DATASET_NAME, {**doc, "dataset_dir": "."})
+        rel = os.path.relpath(out.resolve(), manifest.resolve().parent)
+        write_json_atomic(manifest, {**doc, "dataset_dir": rel})
+        counts = ", ".join(f"{s}: {v['n_samples']} ({', '.join(f'{k} {n}' for k, n in v['kinds'].items() if n)})"
+                           for s, v in doc["splits"].items())
+        typer.echo(f"publish: {name} {doc['version']} -> {out} [{counts}]; manifest {manifest}")
+        if verify:
+            n_shards = sum(len(v["shards"]) for v in doc["splits"].values())
+            problems = verify_manifest(manifest, map_shards=lambda fn, jobs: run_tasks(client, fn, jobs, "verify"))
+            if problems:
+                for p in problems:
+                    typer.echo(f"error: {p}", err=True)
+                fail(f"{manifest}: {len(problems)} problem(s) found by verify")
+            typer.echo(f"verify: {n_shards} shards OK")

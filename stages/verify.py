@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
-from pipeline.cluster import progress_bar
+from pipeline.cluster import open_client, progress_bar, run_tasks
 from pipeline.manifest import find_manifest, load_manifest
 
-from .common import fail, user_errors
+from .common import Scheduler, fail, user_errors
 
 
 @user_errors
 def command(
     manifest: Annotated[Path, typer.Argument(help="Manifest file, or a dataset folder holding manifest.json.")],
     labels: Annotated[bool, typer.Option("--labels/--no-labels", help="Recount targets in every mask.")] = True,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Check shards on this many local "
+                                                   "worker processes (default: in this process).")] = None,
+    scheduler: Scheduler = None,
 ) -> None:
     """Check a published dataset against its manifest; exit 1 naming every problem."""
     from pipeline.verify import verify_manifest
@@ -28,8 +31,13 @@ def command(
         n = sum(len(v.get("shards", [])) for v in load_manifest(path)["splits"].values())
     except Exception:  # a broken manifest is reported by verify_manifest itself
         n = 0
-    with progress_bar("verify", n) as advance:
-        problems = verify_manifest(path, on_shard=advance, labels=labels)
+    if workers or scheduler:
+        with open_client(workers, scheduler, "cpu") as client:
+            problems = verify_manifest(path, labels=labels, map_shards=lambda fn, jobs: run_tasks(client, fn, jobs,
+                                                                                                  "verify"))
+    else:
+        with progress_bar("verify", n) as advance:
+            problems = verify_manifest(path, on_shard=advance, labels=labels)
     if problems:
         for p in problems:
             typer.echo(f"error: {p}", err=True)

@@ -255,3 +255,23 @@ def test_a_missing_manifest_exits_2(tmp_path: Path) -> None:
     result = verify(tmp_path / "nothing.json")
     assert result.exit_code == 2
     assert len(errors(result)) == 1 and "nothing.json" in errors(result)[0]
+
+
+def test_checking_shards_on_a_cluster_finds_the_same_problems(copy: Path) -> None:
+    """`verify --scheduler/--workers` (and publish) check shards as dask tasks; the merge of their
+    reports must find what the in-process check finds, cross-shard problems included."""
+    from distributed import LocalCluster
+
+    flipped = shard(copy, "test", 0)
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    flipped.write_bytes(bytes(data))
+    shard(copy, "train", 1).unlink()
+    # one shard listed twice: its sample ids repeat across "shards"
+    edit(copy, lambda d: d["splits"]["train"]["shards"].append(dict(d["splits"]["train"]["shards"][0])))
+    in_process = verify_manifest(copy)
+    assert any("listed twice" in p for p in in_process) and any("duplicate sample ids" in p for p in in_process)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        result = runner.invoke(app, ["verify", str(copy), "--scheduler", cluster.scheduler_address])
+    assert result.exit_code == 1
+    assert [e.removeprefix("error: ") for e in errors(result)[:-1]] == in_process

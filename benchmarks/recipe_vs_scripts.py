@@ -52,6 +52,8 @@ def run_pipeline(copies: int, workers: int) -> dict:
         size = sum(p.stat().st_size for p in (out / "sirst5k").glob("*.h5"))
     return {"stages": stages, "transfer": C.parse_count(t_tr, "transfer"),
             "negatives": C.parse_count(t_neg, "negatives"), "total": sum(s[1] for s in stages),
+            # the scripts' timed parts (add_noise, rot_patch, rot_mask) start from a ready noise patch
+            "recipe": sum(s[1] for s in stages if s[0] != "noise-bank"),
             "train": manifest["splits"]["train"]["n_samples"], "test": manifest["splits"]["test"]["n_samples"],
             "bytes": size}
 
@@ -68,11 +70,13 @@ def main() -> None:
 
     ours = run_pipeline(args.copies, args.workers)
     C.table(["pipeline stage", "wall s (incl. start-up)", "load"],
-            ours["stages"] + [["total", ours["total"], C.load()]])
+            ours["stages"] + [["total", ours["total"], C.load()],
+                              ["total without noise-bank (what the scripts' time covers)", ours["recipe"], C.load()]])
     n_train = 341 * args.copies
-    ours_rate = (ours["transfer"] + ours["negatives"]) / ours["total"]
+    ours_rate = (ours["transfer"] + ours["negatives"]) / ours["recipe"]
     print(f"   pipeline: {ours['transfer']:,} transferred + {ours['negatives']:,} negatives from {n_train:,} train "
-          f"images in {ours['total']:.1f} s = {ours_rate:,.0f} samples/s; published train {ours['train']:,} / "
+          f"images in {ours['recipe']:.1f} s without noise-bank = {ours_rate:,.0f} samples/s "
+          f"({(ours['transfer'] + ours['negatives']) / ours['total']:,.0f}/s with it); published train {ours['train']:,} / "
           f"test {ours['test']:,} samples, {ours['bytes'] / 2**20:,.0f} MiB")
 
     scripts = []
@@ -100,7 +104,11 @@ def main() -> None:
              r["peak_rss_mib"], ours_rate / ((r["transfer"] + r["negatives"]) / r["t_total"])] for r in scripts]
     rows.append([f"scripts, {n_train:,} images (model)", t_full, full_rate, float(np.polyval(mem, n_train)),
                  ours_rate / full_rate])
-    rows.append([f"pipeline, {n_train:,} train images (measured)", ours["total"], ours_rate, float("nan"), 1.0])
+    rows.append([f"pipeline, {n_train:,} train images (measured, without noise-bank)", ours["recipe"], ours_rate,
+                 float("nan"), 1.0])
+    with_bank = (ours["transfer"] + ours["negatives"]) / ours["total"]
+    print(f"   with the noise-bank stage ({ours['total']:.1f} s) the speed-up over the modelled scripts is "
+          f"{with_bank / full_rate:.1f}x")
     C.table(["run", "wall s", "samples/s", "peak RSS MiB", "pipeline speed-up"], rows)
     print(f"   model: {per_image * 1e3:.1f} ms an image (add_noise) + {per_neg * 1e3:.1f} ms a negative "
           f"(rot_patch + rot_mask) + 2 x matching loop L(n) = {np.exp(logc):.3g} n^{p:.2f} s "

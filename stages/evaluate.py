@@ -19,10 +19,10 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from pipeline import shards
 from pipeline.cluster import progress_bar, resolve_device
 from pipeline.errors import InputError, OutputError
-from pipeline.manifest import find_manifest, load_manifest, split_shards, write_json_atomic
+from pipeline.loader import ShardDataset, open_source
+from pipeline.manifest import write_json_atomic
 from pipeline.metrics import METRIC_NAMES
 from pipeline.train import DEFAULT_STEPS, RunResult, TrainConfig, train_and_score
 
@@ -36,81 +36,69 @@ CACHE_BYTES = 2 << 30
 
 
 class ShardSamples:
-    """Samples of some shards (optionally only rows of one `kind`) served by index, cached in memory."""
+    """One split's samples (optionally only one `kind`) as uint8 batches, cached in memory.
 
-    def __init__(self, paths: list[Path], kind: str | None = None, cache_bytes: int = CACHE_BYTES):
-        self.paths = [Path(p) for p in paths]
-        shard_no, rows, kinds, targets = [], [], [], []
-        for i, p in enumerate(self.paths):
-            meta = shards.read_meta(p)
-            n = len(meta["kind"])
-            shard_no.append(np.full(n, i, np.int64))
-            rows.append(np.arange(n, dtype=np.int64))
-            kinds.append(meta["kind"].astype(str))
-            targets.append(np.asarray(meta["n_targets"], np.int64))
-        self.all_kinds = np.concatenate(kinds) if kinds else np.zeros(0, str)
+    Reads through `pipeline.loader.ShardDataset`, the loader other repos use, so training here
+    sees exactly what a user's DataLoader would.
+    """
+
+    def __init__(self, dataset: ShardDataset, kind: str | None = None, cache_bytes: int = CACHE_BYTES):
+        self.dataset = dataset
+        meta = dataset.meta
+        self.all_kinds = np.asarray(meta["kind"]).astype(str)
         keep = np.ones(len(self.all_kinds), bool) if kind is None else self.all_kinds == kind
-        self.shard_no = np.concatenate(shard_no)[keep] if shard_no else np.zeros(0, np.int64)
-        self.rows = np.concatenate(rows)[keep] if rows else np.zeros(0, np.int64)
-        self.n_targets = np.concatenate(targets)[keep] if targets else np.zeros(0, np.int64)
+        self.index = np.flatnonzero(keep)
+        self.n_targets = np.asarray(meta["n_targets"], np.int64)[keep]
         self.shape = self._shape()
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._cache_left = cache_bytes
 
     def _shape(self) -> tuple[int, int]:
-        shapes = set()
-        for i in np.unique(self.shard_no):
-            images, _, _ = shards.read_shard(self.paths[i], slice(0, 1))
-            shapes.add(images.shape[1:])
+        shapes = {self.dataset.read_uint8(int(first))[0].shape[1:]
+                  for first in self.dataset.offsets[:-1][np.diff(self.dataset.offsets) > 0]}
         if len(shapes) > 1:
-            raise InputError(self.paths[0].parent, f"samples differ in size {sorted(shapes)}; ingest at one --size")
+            raise InputError(Path(self.dataset.paths[0]).parent,
+                             f"samples differ in size {sorted(shapes)}; ingest at one --size")
         return tuple(int(s) for s in shapes.pop()) if shapes else (0, 0)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.index)
 
     def kind_counts(self) -> dict[str, int]:
         kinds, counts = np.unique(self.all_kinds, return_counts=True)
         return {str(k): int(c) for k, c in zip(kinds, counts)}
 
     def take(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        indices = np.asarray(indices, np.int64)
-        missing = sorted({int(i) for i in indices} - self._cache.keys())
-        fetched: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        by_shard: dict[int, list[int]] = {}
-        for i in missing:
-            by_shard.setdefault(int(self.shard_no[i]), []).append(i)
-        for s, idx in by_shard.items():
-            images, masks, _ = shards.read_shard(self.paths[s], self.rows[idx])
-            for j, i in enumerate(idx):
-                fetched[i] = (images[j], masks[j])
-                if self._cache_left >= images[j].nbytes * 2:
-                    self._cache[i] = fetched[i]
-                    self._cache_left -= images[j].nbytes * 2
-        pairs = [self._cache.get(int(i)) or fetched[int(i)] for i in indices]
+        """images, masks uint8 [N, H, W] (masks 0/255 as stored) of the given sample numbers."""
+        pairs = []
+        for i in np.asarray(indices, np.int64).tolist():
+            pair = self._cache.get(i)
+            if pair is None:
+                image, mask = self.dataset.read_uint8(int(self.index[i]))
+                pair = (image[0], mask[0])
+                if self._cache_left >= image.nbytes * 2:
+                    self._cache[i] = pair
+                    self._cache_left -= image.nbytes * 2
+            pairs.append(pair)
         return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
-def resolve_splits(dataset: Path) -> tuple[list[Path], list[Path], dict]:
-    """Train and test shard paths of a published dataset folder, a manifest, or a bare shard folder."""
+def open_splits(dataset: Path) -> tuple[ShardDataset, ShardDataset, dict]:
+    """Train and test splits of a published dataset folder, a manifest, or a bare shard folder."""
     if not dataset.exists():
         raise InputError(dataset, "dataset not found")
-    manifest_path = find_manifest(dataset)
-    if manifest_path is not None:
-        manifest = load_manifest(manifest_path)
-        train = [Path(s["path"]) for s in split_shards(manifest_path, manifest, "train")]
-        test = [Path(s["path"]) for s in split_shards(manifest_path, manifest, "test")]
-        info = {"name": manifest["name"], "version": manifest["version"]}
-    else:
-        train, test = shards.list_shards(dataset, "train"), shards.list_shards(dataset, "test")
-        info = {"name": dataset.name, "version": None}
-    for split, paths in (("train", train), ("test", test)):
-        if not paths:
+    source = open_source(dataset)
+    for split in ("train", "test"):
+        if not source.splits.get(split):
             raise InputError(dataset, f"no {split} shards (a dataset with train and test splits is needed)")
-        for p in paths:
-            if not p.is_file():
+        for p, _ in source.splits[split]:
+            if not Path(p).is_file():
                 raise InputError(p, f"{split} shard is missing")
-    return train, test, info
+    if source.manifest is not None:
+        info = {"name": source.manifest["name"], "version": source.manifest["version"]}
+    else:
+        info = {"name": dataset.name, "version": None}
+    return ShardDataset(dataset, "train", dtype="uint8"), ShardDataset(dataset, "test", dtype="uint8"), info
 
 
 def write_curves_atomic(path: Path, results: dict[str, RunResult]) -> None:
@@ -166,10 +154,10 @@ def command(
         dev = resolve_device(device)
     except RuntimeError as err:
         fail(str(err))
-    train_paths, test_paths, info = resolve_splits(dataset)
-    originals = ShardSamples(train_paths, kind="original")
-    everything = ShardSamples(train_paths)
-    test = ShardSamples(test_paths)
+    train_split, test_split, info = open_splits(dataset)
+    originals = ShardSamples(train_split, kind="original")
+    everything = ShardSamples(train_split)
+    test = ShardSamples(test_split)
     if len(originals) == 0:
         raise InputError(dataset, "the train split holds no samples of kind 'original'")
     if len(test) == 0:

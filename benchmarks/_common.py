@@ -8,6 +8,7 @@ and the original scripts expect), repeated `copies` times with distinct ids.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -214,3 +215,51 @@ def peak_rss_mib() -> float:
 def parse_count(output: str, word: str) -> int:
     m = re.search(rf"{word}: (\d+) samples", output)
     return int(m.group(1)) if m else -1
+
+
+@contextlib.contextmanager
+def dask_cluster(workers: int, preload: Sequence[str] = ("stages.ingest", "stages.noise_bank", "stages.transfer",
+                                                          "stages.negatives", "stages.publish")):
+    """A `dask scheduler` and `workers` one-thread `dask worker` processes on 127.0.0.1, the stage
+    modules preloaded (torch imported once per worker, not once per stage).
+
+    Yields (address, seconds until every worker had registered): what a user pays once when
+    every stage runs with `--scheduler`.
+    """
+    import json
+    import tempfile
+
+    from distributed import Client
+
+    dask_bin = BIN / "dask"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env.pop("DASK_SCHEDULER_ADDRESS", None)
+    procs: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory(dir=bench_dir()) as tmp:
+        info = Path(tmp) / "scheduler.json"
+        t = time.perf_counter()
+        try:
+            procs.append(subprocess.Popen([str(dask_bin), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                           "--scheduler-file", str(info), "--no-dashboard"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=REPO))
+            while not (info.is_file() and info.stat().st_size > 0):
+                time.sleep(0.05)
+            address = json.loads(info.read_text())["address"]
+            for i in range(workers):
+                args = [str(dask_bin), "worker", "--scheduler-file", str(info), "--nthreads", "1", "--no-nanny",
+                        "--no-dashboard", "--local-directory", f"{tmp}/w{i}"]
+                for module in preload:
+                    args += ["--preload", module]
+                procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                                              cwd=REPO))
+            with Client(address, timeout="30s") as client:
+                client.wait_for_workers(workers, timeout=120)
+            yield address, time.perf_counter() - t
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    p.kill()

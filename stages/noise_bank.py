@@ -34,10 +34,22 @@ _STR = h5py.string_dtype("utf-8")
 
 def bank_sequence(name: str, paths: list[str], part: str, params: dict) -> dict:
     """Select the stable windows of one sequence and write them to a part file."""
-    images = [read_grey(p) for p in paths]
+    images, readable, skipped = [], [], []
+    for p in paths:
+        try:
+            images.append(read_grey(p))
+            readable.append(p)
+        except InputError as err:
+            if not params.get("skip_bad"):
+                raise
+            skipped.append(f"{err}; skipped")
+    paths, n_bad = readable, len(skipped)
+    if not images:
+        return {"sequence": name, "frames": 0, "kept": 0, "rows": 0, "part": part, "bad": n_bad,
+                "warnings": skipped + [f"sequence {name}: no readable frame; skipped"]}
     # The sequence's size is its most common one: a single odd first frame must not discard the rest.
     shape = sequence_shape(img.shape for img in images)
-    frames, used, skipped = [], [], []
+    frames, used = [], []
     for p, img in zip(paths, images):
         if img.shape != shape:
             skipped.append(f"{p}: frame is {img.shape[1]}x{img.shape[0]}, most frames of sequence {name} are "
@@ -47,7 +59,8 @@ def bank_sequence(name: str, paths: list[str], part: str, params: dict) -> dict:
         used.append(p)
     del images
     w, stride, temporal = params["window"], params["stride"], params["temporal"]
-    result = {"sequence": name, "frames": len(used), "kept": 0, "rows": 0, "part": part, "warnings": skipped}
+    result = {"sequence": name, "frames": len(used), "kept": 0, "rows": 0, "part": part, "bad": n_bad,
+              "warnings": skipped}
     if len(frames) < 2:
         result["warnings"].append(f"sequence {name}: {len(frames)} usable frame(s), needs 2 to test stability; skipped")
         return result
@@ -164,6 +177,8 @@ def command(
     max_seq_var: Annotated[float, typer.Option(help="Most variance of the window variances across frames.")] = 50.0,
     max_seq_mean: Annotated[float, typer.Option(help="Most variance of the window means across frames.")] = 50.0,
     temporal: Annotated[int, typer.Option(min=0, help="Frames per sliding temporal window; 0 = whole sequence.")] = 0,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad/--no-skip-bad",
+                                           help="Warn about unreadable frames and leave them out.")] = False,
     workers: Workers = None,
     scheduler: Scheduler = None,
     device: Device = "auto",
@@ -172,6 +187,9 @@ def command(
     sequences = list_sequences(frames)
     params = {"window": window, "stride": stride or window, "max_var": max_var, "min_mean": min_mean,
               "max_seq_var": max_seq_var, "max_seq_mean": max_seq_mean, "temporal": temporal}
+    if skip_bad:
+        # only when set: a bank built without it keeps the version it always had
+        params["skip_bad"] = True
     out = Path(out)
     if out.exists() and out.is_dir():
         raise OutputError(out, "is a folder; --out names the bank file")
@@ -208,4 +226,6 @@ def command(
     finally:
         # The parts folder is this stage's scratch space: nothing of it outlives the run.
         shutil.rmtree(parts_dir, ignore_errors=True)
-    typer.echo(f"noise-bank: {sum(r['kept'] for r in results)} windows, {rows} patches of {window}x{window} -> {out}")
+    bad = sum(r["bad"] for r in results)
+    typer.echo(f"noise-bank: {sum(r['kept'] for r in results)} windows, {rows} patches of {window}x{window} -> {out}"
+               + (f"; {bad} unreadable frame(s) skipped" if skip_bad else ""))

@@ -182,6 +182,30 @@ def test_corrupt_frame_is_one_line_and_leaves_nothing(tmp_path: Path, scheduler:
     assert no_leftovers(out)
 
 
+def test_skip_bad_leaves_corrupt_frames_out_and_says_so(tmp_path: Path, scheduler: str) -> None:
+    frames = tmp_path / "frames"
+    for i in range(3):
+        save(frames / "seqA" / f"{i}.png", flat_frame(i))
+        save(frames / "seqB" / f"{i}.png", flat_frame(10 + i))
+    bad = frames / "seqA" / "3.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    (frames / "seqB" / "3.png").write_bytes(b"")
+    clean, out = tmp_path / "clean.h5", tmp_path / "bank.h5"
+    result = bank(frames, out, "--skip-bad", scheduler=scheduler)
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2 and any(str(bad) in w and "cannot read image" in w for w in warnings)
+    assert "2 unreadable frame(s) skipped" in result.stdout
+    assert table_rows(result.stdout)["seqA"][0] == 3 and table_rows(result.stdout)["seqB"][0] == 3
+    # the bank holds exactly what the readable frames alone give
+    bad.unlink()
+    (frames / "seqB" / "3.png").unlink()
+    assert bank(frames, clean, scheduler=scheduler).exit_code == 0
+    got, want = read_bank(out), read_bank(clean)
+    assert np.array_equal(got["patches"], want["patches"]) and list(got["frame"]) == list(want["frame"])
+    assert got["attrs"]["skip_bad"] and "skip_bad" not in want["attrs"]
+
+
 def test_unwritable_bank(tmp_path: Path, scheduler: str) -> None:
     frames = tmp_path / "frames"
     for i in range(2):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,7 @@ from pipeline import shards
 from pipeline.cluster import open_client, run_tasks
 from pipeline.errors import InputError
 from pipeline.layouts import SampleRef, list_labelled, load_sample
+from pipeline.manifest import write_json_atomic
 from pipeline.outputs import hash_files, staged_folder, task_key, write_stage_record
 from pipeline.targets import batch_target_table
 
@@ -29,9 +31,10 @@ def ingest_shard(
     key = task_key(key_parts, hash_files(files) if not skip_bad else _hash_existing(files))
     if shards.is_complete(path, key):
         meta = shards.read_meta(path)
+        said = _read_warnings(path, key)
         return {"path": path, "sha256": shards.sha256_file(path), "n_samples": len(meta["sample_id"]),
-                "split": split, "warnings": [], "skipped": 0, "no_target": int((meta["n_targets"] == 0).sum()),
-                "reused": True}
+                "split": split, "warnings": said["warnings"], "skipped": said["skipped"],
+                "no_target": int((meta["n_targets"] == 0).sum()), "reused": True}
     warnings: list[str] = []
     images, masks, rows = [], [], []
     skipped = 0
@@ -65,6 +68,8 @@ def ingest_shard(
         meta["source_area"][i] = area
         meta["orig_h"][i] = oh
         meta["orig_w"][i] = ow
+    # before the shard: a shard on disk always has its warnings beside it
+    _write_warnings(path, key, warnings, skipped)
     info = shards.write_shard(
         path,
         np.stack(images) if n else np.zeros(shape, np.uint8),
@@ -76,6 +81,31 @@ def ingest_shard(
     return {"path": info.path, "sha256": info.sha256, "n_samples": info.n_samples, "split": split,
             "warnings": warnings, "skipped": skipped, "no_target": int((meta["n_targets"] == 0).sum()),
             "reused": False}
+
+
+# A shard's warnings wait beside it while the stage runs, so a rerun after a crash that reuses
+# the shard still reports them; the command deletes them before the folder is published.
+WARNINGS_SUFFIX = ".warnings.json"
+
+
+def _warnings_path(path: str) -> Path:
+    p = Path(path)
+    return p.with_name(f".{p.name}{WARNINGS_SUFFIX}")
+
+
+def _write_warnings(path: str, key: str, warnings: list[str], skipped: int) -> None:
+    if warnings or skipped:
+        write_json_atomic(_warnings_path(path), {"task_key": key, "warnings": warnings, "skipped": skipped})
+
+
+def _read_warnings(path: str, key: str) -> dict:
+    try:
+        said = json.loads(_warnings_path(path).read_text(encoding="utf-8"))
+        if said.get("task_key") == key:
+            return {"warnings": list(said["warnings"]), "skipped": int(said["skipped"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # none written (a shard without warnings), or unreadable: nothing to repeat
+    return {"warnings": [], "skipped": 0}
 
 
 def _hash_existing(files: list[Path]) -> str:
@@ -130,6 +160,8 @@ def command(
         inputs = {"source": {"path": str(source), "layout": labelled.layout, "n_images": sum(r["n_samples"] for r in results),
                              "content_hash": task_key([r["sha256"] for r in records])}}
         write_stage_record(tmp, STAGE, {STAGE: params}, inputs, records)
+        for said in tmp.glob(f".*{WARNINGS_SUFFIX}"):
+            said.unlink()
     counts = {s: sum(r["n_samples"] for r in results if r["split"] == s) for s in ("train", "test")}
     no_target = sum(r["no_target"] for r in results)
     typer.echo(f"ingest: {labelled.layout} layout, {counts['train']} train / {counts['test']} test samples "

@@ -268,6 +268,35 @@ def test_resize_erasing_every_target_warns_and_keeps_the_sample(tmp_path: Path, 
     assert "1 with no target" in result.stdout and "1 warning(s)" in result.stdout
 
 
+def test_a_rerun_after_a_crash_repeats_the_warnings_of_reused_shards(tmp_path: Path, scheduler: str,
+                                                                     monkeypatch) -> None:
+    import stages.ingest
+
+    source = make_dataset(tmp_path / "src")
+    write_image(source / "images" / "000003.png", size=(64, 64))
+    write_mask(source / "masks" / "000003.png", boxes=((1, 1, 1),), size=(64, 64))
+    out = tmp_path / "out"
+    args = ["ingest", str(source), "--out", str(out), "--size", "16", "--scheduler", scheduler]
+
+    def crash(*_args, **_kwargs):  # dies after every shard is written, as a killed run would
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(stages.ingest, "write_stage_record", crash)
+        first = runner.invoke(app, args)
+    assert first.exit_code != 0 and not out.exists()
+    partial = [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    assert partial, "the crash should leave the partial folder to resume from"
+    shard_times = {p.name: p.stat().st_mtime_ns for p in partial[0].glob("*.h5")}
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"warning: {source / 'masks' / '000003.png'}: ") and "erased every target" in line
+    assert "1 warning(s)" in result.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.h5")} == shard_times, "shards were not reused"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "scratch files were published"
+
+
 def test_image_without_target_is_valid_and_silent(tmp_path: Path, scheduler: str) -> None:
     source = make_dataset(tmp_path / "src")
     write_mask(source / "masks" / "000007.png", boxes=())

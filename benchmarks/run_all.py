@@ -15,7 +15,11 @@ Benchmarks (each runs alone too, see its docstring):
   worker_memory.py         a negatives worker's peak RSS for 10k and 100k samples
   loader_random_access.py  ShardDataset random access on one core
   original_scripts.py      the original SIRST-5K scripts, re-implemented for timing
-  recipe_vs_scripts.py     the whole recipe, pipeline vs scripts
+  recipe_vs_scripts.py     the whole recipe, pipeline vs scripts (per-stage clusters, and one cluster)
+
+On a machine with CUDA (not run from here):
+  gpu_check.sh             the CUDA tests, cuda_parity.py, and stage_throughput.py --devices cpu cuda
+  cuda_parity.py           CPU vs CUDA values of the resize + blend, F.interpolate and ours
 """
 
 from __future__ import annotations

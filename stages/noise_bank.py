@@ -22,7 +22,7 @@ from pipeline.cluster import open_client, run_tasks
 from pipeline.errors import InputError, OutputError
 from pipeline.imageio import read_grey
 from pipeline.layouts import list_sequences, sequence_shape
-from pipeline.noise_bank import extract_patches, select_windows, window_stats
+from pipeline.noise_bank import extract_patches, select_windows, window_max, window_stats
 from pipeline.outputs import hash_files, task_key
 
 from .common import Device, Scheduler, Workers, user_errors, warn
@@ -73,9 +73,12 @@ def bank_sequence(name: str, paths: list[str], part: str, params: dict) -> dict:
     stack = np.stack(frames)
     var, mean = window_stats(stack, w, stride)
     var, mean = np.asarray(var, dtype=np.float64), np.asarray(mean, dtype=np.float64)
+    max_peak = params.get("max_peak", 0)
+    peak = window_max(stack, w, stride) - mean if max_peak else None
     kept = np.asarray(
         select_windows(var, mean, max_var=params["max_var"], min_mean=params["min_mean"],
-                       max_seq_var=params["max_seq_var"], max_seq_mean=params["max_seq_mean"], temporal=temporal)
+                       max_seq_var=params["max_seq_var"], max_seq_mean=params["max_seq_mean"], temporal=temporal,
+                       peak=peak, max_peak=max_peak)
     ).reshape(-1, 3)
     length = temporal or len(frames)
     k = len(kept)
@@ -177,6 +180,9 @@ def command(
     max_seq_var: Annotated[float, typer.Option(help="Most variance of the window variances across frames.")] = 50.0,
     max_seq_mean: Annotated[float, typer.Option(help="Most variance of the window means across frames.")] = 50.0,
     temporal: Annotated[int, typer.Option(min=0, help="Frames per sliding temporal window; 0 = whole sequence.")] = 0,
+    max_peak: Annotated[float, typer.Option(min=0, help="Reject a window whose brightest pixel rises this many grey "
+                                            "levels above its mean in any frame (small targets, hot pixels); "
+                                            "0 = no limit, as in the paper.")] = 0.0,
     skip_bad: Annotated[bool, typer.Option("--skip-bad/--no-skip-bad",
                                            help="Warn about unreadable frames and leave them out.")] = False,
     workers: Workers = None,
@@ -187,8 +193,10 @@ def command(
     sequences = list_sequences(frames)
     params = {"window": window, "stride": stride or window, "max_var": max_var, "min_mean": min_mean,
               "max_seq_var": max_seq_var, "max_seq_mean": max_seq_mean, "temporal": temporal}
+    # only when set: a bank built without these keeps the version it always had
+    if max_peak:
+        params["max_peak"] = max_peak
     if skip_bad:
-        # only when set: a bank built without it keeps the version it always had
         params["skip_bad"] = True
     out = Path(out)
     if out.exists() and out.is_dir():

@@ -18,6 +18,7 @@ from pipeline.noise_bank import (
     kept_stats,
     select_windows,
     temporal_length,
+    window_max,
     window_stats,
 )
 
@@ -192,6 +193,36 @@ def test_strict_and_non_strict_boundaries():
 def test_select_accepts_tensors(constructed):
     var, mean = window_stats(torch.from_numpy(constructed), 32, 32)
     assert _as_set(select_windows(var, mean)) == {(0, 0, 0)}
+
+
+def test_window_max_matches_numpy():
+    rng = np.random.default_rng(4)
+    frames = rng.integers(0, 256, (3, 37, 50), dtype=np.uint8)
+    for window, stride in ((8, 8), (8, 5), (16, 7)):
+        got = window_max(frames, window, stride)
+        gy, gx = grid_shape(37, 50, window, stride)
+        assert got.shape == (3, gy, gx)
+        for t in range(3):
+            for i in range(gy):
+                for j in range(gx):
+                    box = frames[t, i * stride : i * stride + window, j * stride : j * stride + window]
+                    assert got[t, i, j] == box.max()
+
+
+def test_max_peak_rejects_a_small_bright_spot_the_variance_test_lets_through():
+    # flat sky with faint noise; one frame holds a 3x3 spot 40 grey levels above it
+    rng = np.random.default_rng(5)
+    frames = (100 + rng.integers(-1, 2, (4, 64, 64))).astype(np.uint8)
+    frames[2, 40:43, 8:11] += 40
+    var, mean = window_stats(frames, 32, 32)
+    assert var[2, 1, 0] < 50  # 9 of 1,024 pixels at +40 add only ~14 to the variance
+    paper = select_windows(var, mean)
+    assert len(paper) == 4  # the paper's rule keeps all four boxes, the spot's too
+    peak = window_max(frames, 32, 32) - mean
+    kept = select_windows(var, mean, peak=peak, max_peak=20)
+    assert [tuple(r) for r in kept] == [(0, 0, 0), (0, 0, 1), (0, 1, 1)]
+    with pytest.raises(ValueError, match="peak"):
+        select_windows(var, mean, max_peak=20)
 
 
 def test_extract_patches(constructed):

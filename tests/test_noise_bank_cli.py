@@ -206,6 +206,26 @@ def test_skip_bad_leaves_corrupt_frames_out_and_says_so(tmp_path: Path, schedule
     assert got["attrs"]["skip_bad"] and "skip_bad" not in want["attrs"]
 
 
+def test_max_peak_keeps_bright_spots_out_of_the_bank(tmp_path: Path, scheduler: str) -> None:
+    frames = tmp_path / "frames"
+    for i in range(3):
+        frame = flat_frame(i)
+        # a hot pixel or a slow target, 2x2 at +40 in every frame: it adds ~25 to its 16-px box's
+        # variance and nothing to the variance across frames, so the paper's tests keep the box
+        frame[20:22, 40:42] += 40
+        save(frames / "seqA" / f"{i}.png", frame)
+    paper, peaked = tmp_path / "paper.h5", tmp_path / "peaked.h5"
+    assert bank(frames, paper, scheduler=scheduler).exit_code == 0
+    result = bank(frames, peaked, "--max-peak", "20", scheduler=scheduler)
+    assert result.exit_code == 0, result.output
+    got, want = read_bank(peaked), read_bank(paper)
+    # 16 boxes of 16 px on a 64 x 64 frame; the spot's box (y 16, x 32) goes, in all three frames
+    assert len(set(want["entry"])) == 16 and len(set(got["entry"])) == 15
+    assert (16, 32) in set(zip(want["y"], want["x"])) and (16, 32) not in set(zip(got["y"], got["x"]))
+    assert got["patches"].max() < 110 <= want["patches"].max()
+    assert got["attrs"]["max_peak"] == 20 and "max_peak" not in want["attrs"]
+
+
 def test_unwritable_bank(tmp_path: Path, scheduler: str) -> None:
     frames = tmp_path / "frames"
     for i in range(2):

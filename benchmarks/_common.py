@@ -187,21 +187,21 @@ def noise_bank() -> Path:
     return out
 
 
-def transfer_shards(copies: int = 1) -> Path:
-    """Realistic train shards (256 samples each): SIRST at 256, noise-transferred at m = 0.1 (cached)."""
-    root = bench_dir() / f"transfer-x{copies}"
-    if (root / "stage.json").is_file():
-        return root
-    ingest = bench_dir() / f"ingest-x{copies}"
-    if not (ingest / "stage.json").is_file():
-        sirst5k("ingest", sirst_set(copies), "--out", ingest, "--size", 256, "--workers", 2)
-    sirst5k("transfer", ingest, "--noise-bank", noise_bank(), "--out", root, "--device", "cpu", "--workers", 2)
+def ingest_shards(copies: int = 1) -> Path:
+    """SIRST at 256 as ingest shards (cached)."""
+    root = bench_dir() / f"ingest-x{copies}"
+    if not (root / "stage.json").is_file():
+        sirst5k("ingest", sirst_set(copies), "--out", root, "--size", 256, "--workers", 2)
     return root
 
 
-def ingest_shards(copies: int = 1) -> Path:
-    transfer_shards(copies)
-    return bench_dir() / f"ingest-x{copies}"
+def transfer_shards(copies: int = 1) -> Path:
+    """Realistic train shards (256 samples each): SIRST at 256, noise-transferred at m = 0.1 (cached)."""
+    root = bench_dir() / f"transfer-x{copies}"
+    if not (root / "stage.json").is_file():
+        sirst5k("transfer", ingest_shards(copies), "--noise-bank", noise_bank(), "--out", root, "--device", "cpu",
+                "--workers", 2)
+    return root
 
 
 def peak_rss_mib() -> float:
@@ -232,7 +232,9 @@ def dask_cluster(workers: int, preload: Sequence[str] = ("stages.ingest", "stage
     from distributed import Client
 
     dask_bin = BIN / "dask"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    from pipeline.cluster import WORKER_ENV
+
+    env = {**os.environ, **WORKER_ENV}
     env.pop("DASK_SCHEDULER_ADDRESS", None)
     procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(dir=bench_dir()) as tmp:

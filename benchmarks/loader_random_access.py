@@ -37,15 +37,10 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=4096)
     ap.add_argument("--reads", type=int, default=8000)
     args = ap.parse_args()
-    try:
-        from pipeline.loader import ShardDataset
-    except ImportError as err:
-        C.header("ShardDataset random access")
-        print(f"   pipeline.loader is not available yet ({err}); nothing measured")
-        return
     import torch
 
     from pipeline import shards
+    from pipeline.loader import ShardDataset
 
     torch.set_num_threads(1)
     C.header(f"ShardDataset random access, one process, one thread, {args.reads:,} random reads of "

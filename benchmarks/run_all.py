@@ -16,7 +16,8 @@ Benchmarks (each runs alone too, see its docstring):
   loader_random_access.py  ShardDataset random access on one core
   original_scripts.py      the original SIRST-5K scripts, re-implemented for timing
   recipe_vs_scripts.py     the whole recipe, pipeline vs scripts (per-stage clusters, and one cluster)
-  bank_peaks.py            bright spots in a noise bank: what --max-peak rejects, and docs/bank_peaks.png
+  bank_peaks.py            bright spots in a noise bank: what --max-peak rejects (run by hand:
+                           it rewrites docs/bank_peaks.png)
 
 On a machine with CUDA (not run from here):
   gpu_check.sh             the CUDA tests, cuda_parity.py, and stage_throughput.py --devices cpu cuda

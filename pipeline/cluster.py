@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     import torch
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+# One thread per worker process: workers must not each spawn a full set of BLAS/torch threads
+# on a shared machine. (External `dask worker`s want the same environment.)
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 # torch is imported only where a device is resolved: the CPU-only stages (ingest, publish,
 # verify, report) and their workers then start ~1.5 s sooner.
 
@@ -72,8 +75,6 @@ def open_client(workers: int | None = None, scheduler: str | None = None, device
                                    "use --device auto or cpu, or --scheduler with GPU workers")
         resources = {"GPU": 1} if torch.cuda.is_available() else None
     n = workers or min(4, os.cpu_count() or 1)
-    # Workers must not each spawn a full set of BLAS/torch threads on a shared machine.
-    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     with contextlib.ExitStack() as stack:
         # The scheduler's HTTP endpoint tries port 8787 first; another cluster on this machine
         # only moves it elsewhere, which is no news for a batch stage.
@@ -96,7 +97,7 @@ def open_client(workers: int | None = None, scheduler: str | None = None, device
                 # A failed task re-raises in the client, which turns it into the one-line error;
                 # the worker's own "Compute Failed" log would only repeat it as a screenful.
                 silence_logs=logging.CRITICAL,
-                env=env,
+                env=WORKER_ENV,
             )
         )
         client = stack.enter_context(Client(cluster))

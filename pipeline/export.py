@@ -22,7 +22,7 @@ from PIL import Image
 
 from .cluster import progress_bar
 from .errors import InputError, OutputError
-from .loader import open_source
+from .sources import open_source
 from .shards import read_meta
 
 LAYOUTS = ("dnanet", "basicirstd")

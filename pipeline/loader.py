@@ -12,7 +12,6 @@ a fork (DataLoader workers) is never used after it: HDF5 library state is per pr
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,61 +21,11 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import InputError
-from .manifest import find_manifest, load_manifest, split_shards
-from .shards import SHARD_SUFFIX, concat_meta, list_shards, n_samples, read_meta
+from .shards import concat_meta, read_meta
+from .sources import Source, open_source  # noqa: F401 - part of the loader's API
 
 Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 DTYPES = ("float32", "uint8")
-SPLIT_ORDER = ("train", "test")
-
-
-@dataclass
-class Source:
-    """Where a dataset's shards are: `splits` maps split -> [(shard path, n_samples), ...]."""
-
-    root: Path
-    manifest_path: Path | None = None
-    manifest: dict[str, Any] | None = None
-    splits: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
-
-    def shards(self, split: str) -> list[tuple[str, int]]:
-        if split not in self.splits:
-            where = self.manifest_path or self.root
-            have = ", ".join(self.splits) or "none"
-            raise InputError(where, f"no split {split!r} (has {have})")
-        return self.splits[split]
-
-
-def open_source(path: str | Path) -> Source:
-    """A manifest file, a dataset folder holding `manifest.json`, or a bare shard folder.
-
-    A manifest gives the shard list and counts; a bare folder is globbed (`<split>-*.h5`) and each
-    shard's count read once. Splits come back train first, then test, then the rest by name.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "no such manifest or shard folder")
-    manifest_path = find_manifest(path)
-    if manifest_path is not None:
-        manifest = load_manifest(manifest_path)
-        splits = {
-            split: [(s["path"], int(s["n_samples"])) for s in split_shards(manifest_path, manifest, split)]
-            for split in _ordered(manifest["splits"])
-        }
-        root = (manifest_path.parent / manifest["dataset_dir"]).resolve()
-        return Source(root, manifest_path, manifest, splits)
-    found: dict[str, list[tuple[str, int]]] = {}
-    for p in list_shards(path):
-        split = p.name[: -len(SHARD_SUFFIX)].rsplit("-", 1)[0]
-        found.setdefault(split, []).append((str(p), n_samples(p)))
-    if not found:
-        raise InputError(path, f"no manifest.json and no *{SHARD_SUFFIX} shards")
-    return Source(path.resolve(), None, None, {s: found[s] for s in _ordered(found)})
-
-
-def _ordered(splits) -> list[str]:
-    names = list(splits)
-    return [s for s in SPLIT_ORDER if s in names] + sorted(s for s in names if s not in SPLIT_ORDER)
 
 
 class _Shard:
@@ -218,18 +167,15 @@ class ShardDataset(Dataset):
 
     def __getitem__(self, index: int):
         i = self._check(index)
-        shard = self._shard(int(self._shard_of[i]))
-        row = int(self._row_of[i])
         if self.dtype == "uint8":
             # Fresh arrays: the tensors share their memory.
-            image_np = np.empty((1, *shard.shape), np.uint8)
-            mask_np = np.empty((1, *shard.shape), np.uint8)
-            shard.read(row, image_np, mask_np)
+            image_np, mask_np = self.read_uint8(i)
             image = torch.from_numpy(image_np)
             mask = torch.from_numpy(mask_np).clamp_(max=1)
         else:
+            shard = self._shard(int(self._shard_of[i]))
             image_np, mask_np = self._buffer(shard.shape)
-            shard.read(row, image_np, mask_np)
+            shard.read(int(self._row_of[i]), image_np, mask_np)
             # The conversions copy, so the buffers are free again for the next read.
             image = torch.from_numpy(image_np).to(torch.float32).div_(255.0)
             mask = torch.from_numpy(mask_np).to(torch.float32).clamp_(max=1.0)

@@ -23,6 +23,14 @@ from .errors import InputError, OutputError
 
 
 PROBE_PREFIX = ".probe-"
+# A task's notes about an output it wrote (`.NAME.scratch`): kept while a stage runs, so a rerun
+# after a crash that reuses the output can read them, and removed when the stage completes.
+SCRATCH_MARK = ".scratch"
+
+
+def scratch_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(f".{path.name}{SCRATCH_MARK}")
 
 
 def partial_dir(out: Path) -> Path:
@@ -81,9 +89,10 @@ def _inside(path: str | Path, folder: Path) -> bool:
 
 def _remove_temporaries(folder: Path) -> None:
     """Files a lost worker or a killed run left under a temporary name (`.NAME.partial-PID`,
-    `.probe-PID`): never part of an output."""
+    `.probe-PID`), and the tasks' scratch notes (`.NAME.scratch`): never part of an output."""
     for p in folder.iterdir():
-        temporary = p.name.startswith(PROBE_PREFIX) or (p.name.startswith(".") and ".partial" in p.name)
+        temporary = p.name.startswith(PROBE_PREFIX) or (
+            p.name.startswith(".") and (".partial" in p.name or p.name.endswith(SCRATCH_MARK)))
         if temporary and p.is_file():
             p.unlink(missing_ok=True)
 

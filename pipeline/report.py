@@ -31,7 +31,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from . import PRODUCER
 from .errors import InputError
-from .loader import Source, open_source
+from .sources import Source, open_source
 from .shards import KINDS, read_meta, read_shard
 from .targets import batch_target_table
 
@@ -407,17 +407,6 @@ def pick_evenly(n: int, k: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
 
 
-def _find_param(params: Any, key: str) -> Any:
-    if isinstance(params, Mapping):
-        if key in params and not isinstance(params[key], Mapping):
-            return params[key]
-        for value in params.values():
-            found = _find_param(value, key)
-            if found is not None:
-                return found
-    return None
-
-
 def _negative_box(meta: Mapping[str, Any], shape: tuple[int, int], clamp: str) -> tuple[int, int, int] | None:
     patch, cy, cx = int(meta["patch"]), int(meta["center_y"]), int(meta["center_x"])
     if patch < 1 or cy < 0 or cx < 0 or patch > min(shape):
@@ -443,7 +432,8 @@ def write_contact_sheets(source: Source, out: Path, n: int = SHEET_SAMPLES) -> d
     """One sheet per kind present: `n` samples spread evenly over the kind, in dataset order."""
     shards = [(split, path) for split, entries in source.splits.items() for path, _ in entries]
     metas = [read_meta(path) for _, path in shards]
-    clamp = _find_param((source.manifest or {}).get("params", {}), "clamp") or "script"
+    # publish records each stage's params under the stage's name
+    clamp = ((source.manifest or {}).get("params", {}).get("negatives") or {}).get("clamp", "script")
     written = {}
     for kind, filename in SHEET_NAMES.items():
         where = [(s, int(r)) for s, m in enumerate(metas) for r in np.flatnonzero(m["kind"].astype(str) == kind)]

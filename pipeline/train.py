@@ -24,7 +24,7 @@ import contextlib
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol
 
 import numpy as np
@@ -98,7 +98,6 @@ class RunResult:
     n_test: int
     train_seconds: float
     eval_seconds: float
-    config: dict = field(default_factory=dict)
 
 
 def resized_shape(shape: tuple[int, int], size: int) -> tuple[int, int]:
@@ -271,4 +270,4 @@ def train_and_score(
         t1 = time.perf_counter()
         metrics = score(model, test, config, device)
         t2 = time.perf_counter()
-    return RunResult(metrics, losses, len(train), len(test), t1 - t0, t2 - t1, asdict(config))
+    return RunResult(metrics, losses, len(train), len(test), t1 - t0, t2 - t1)

@@ -12,6 +12,7 @@ trained for minutes. What it shows is the difference between the two rows.
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Annotated, Optional
@@ -28,36 +29,58 @@ from pipeline.train import DEFAULT_STEPS, RunResult, TrainConfig, train_and_scor
 
 from .common import Device, Seed, check_device, fail, user_errors, warn
 
-STAGE = "evaluate"
 RUNS = ("original", "sirst5k")
 # Decoded samples kept in memory between steps; a NUDT-sized SIRST-5K train split at 256 px
 # (4,862 images and masks) takes ~640 MB.
 CACHE_BYTES = 2 << 30
 
 
+class _Cache:
+    """Decoded samples of one split by dataset index, up to a byte budget; views share it."""
+
+    def __init__(self, dataset: ShardDataset, budget: int):
+        self.dataset, self.left = dataset, budget
+        self.pairs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        pair = self.pairs.get(i)
+        if pair is None:
+            image, mask = self.dataset.read_uint8(i)
+            pair = (image[0], mask[0])
+            if self.left >= image.nbytes * 2:
+                self.pairs[i] = pair
+                self.left -= image.nbytes * 2
+        return pair
+
+
 class ShardSamples:
-    """One split's samples (optionally only one `kind`) as uint8 batches, cached in memory.
+    """One split's samples as uint8 batches, cached in memory; `of_kind` gives a view of one kind.
 
     Reads through `pipeline.loader.ShardDataset`, the loader other repos use, so training here
     sees exactly what a user's DataLoader would.
     """
 
-    def __init__(self, dataset: ShardDataset, kind: str | None = None, cache_bytes: int = CACHE_BYTES):
-        self.dataset = dataset
+    def __init__(self, dataset: ShardDataset, cache_bytes: int = CACHE_BYTES):
         meta = dataset.meta
         self.all_kinds = np.asarray(meta["kind"]).astype(str)
-        keep = np.ones(len(self.all_kinds), bool) if kind is None else self.all_kinds == kind
-        self.index = np.flatnonzero(keep)
-        self.n_targets = np.asarray(meta["n_targets"], np.int64)[keep]
-        self.shape = self._shape()
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._cache_left = cache_bytes
+        self.index = np.arange(len(dataset))
+        self.n_targets = np.asarray(meta["n_targets"], np.int64)
+        self._cache = _Cache(dataset, cache_bytes)
+        self.shape = self._shape(dataset)
 
-    def _shape(self) -> tuple[int, int]:
-        shapes = {self.dataset.read_uint8(int(first))[0].shape[1:]
-                  for first in self.dataset.offsets[:-1][np.diff(self.dataset.offsets) > 0]}
+    def of_kind(self, kind: str) -> "ShardSamples":
+        """The samples of one kind, sharing this view's cache and shape."""
+        view = copy.copy(self)
+        keep = self.all_kinds[self.index] == kind
+        view.index, view.n_targets = self.index[keep], self.n_targets[keep]
+        return view
+
+    @staticmethod
+    def _shape(dataset: ShardDataset) -> tuple[int, int]:
+        shapes = {dataset.read_uint8(int(first))[0].shape[1:]
+                  for first in dataset.offsets[:-1][np.diff(dataset.offsets) > 0]}
         if len(shapes) > 1:
-            raise InputError(Path(self.dataset.paths[0]).parent,
+            raise InputError(Path(dataset.paths[0]).parent,
                              f"samples differ in size {sorted(shapes)}; ingest at one --size")
         return tuple(int(s) for s in shapes.pop()) if shapes else (0, 0)
 
@@ -65,21 +88,12 @@ class ShardSamples:
         return len(self.index)
 
     def kind_counts(self) -> dict[str, int]:
-        kinds, counts = np.unique(self.all_kinds, return_counts=True)
+        kinds, counts = np.unique(self.all_kinds[self.index], return_counts=True)
         return {str(k): int(c) for k, c in zip(kinds, counts)}
 
     def take(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """images, masks uint8 [N, H, W] (masks 0/255 as stored) of the given sample numbers."""
-        pairs = []
-        for i in np.asarray(indices, np.int64).tolist():
-            pair = self._cache.get(i)
-            if pair is None:
-                image, mask = self.dataset.read_uint8(int(self.index[i]))
-                pair = (image[0], mask[0])
-                if self._cache_left >= image.nbytes * 2:
-                    self._cache[i] = pair
-                    self._cache_left -= image.nbytes * 2
-            pairs.append(pair)
+        pairs = [self._cache.get(int(self.index[i])) for i in np.asarray(indices, np.int64).tolist()]
         return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
@@ -155,8 +169,8 @@ def command(
     except RuntimeError as err:
         fail(str(err))
     train_split, test_split, info = open_splits(dataset)
-    originals = ShardSamples(train_split, kind="original")
     everything = ShardSamples(train_split)
+    originals = everything.of_kind("original")
     test = ShardSamples(test_split)
     if len(originals) == 0:
         raise InputError(dataset, "the train split holds no samples of kind 'original'")

@@ -14,7 +14,7 @@ from pipeline.cluster import open_client, run_tasks
 from pipeline.errors import InputError
 from pipeline.layouts import SampleRef, list_labelled, load_sample
 from pipeline.manifest import write_json_atomic
-from pipeline.outputs import hash_files, staged_folder, task_key, write_stage_record
+from pipeline.outputs import hash_files, scratch_path, staged_folder, task_key, write_stage_record
 from pipeline.targets import batch_target_table
 
 from .common import Scheduler, Seed, Workers, user_errors, warn
@@ -34,7 +34,7 @@ def ingest_shard(
         said = _read_warnings(path, key)
         return {"path": path, "sha256": shards.sha256_file(path), "n_samples": len(meta["sample_id"]),
                 "split": split, "warnings": said["warnings"], "skipped": said["skipped"],
-                "no_target": int((meta["n_targets"] == 0).sum()), "reused": True}
+                "no_target": int((meta["n_targets"] == 0).sum())}
     warnings: list[str] = []
     images, masks, rows = [], [], []
     skipped = 0
@@ -79,28 +79,19 @@ def ingest_shard(
          "task_key": key},
     )
     return {"path": info.path, "sha256": info.sha256, "n_samples": info.n_samples, "split": split,
-            "warnings": warnings, "skipped": skipped, "no_target": int((meta["n_targets"] == 0).sum()),
-            "reused": False}
+            "warnings": warnings, "skipped": skipped, "no_target": int((meta["n_targets"] == 0).sum())}
 
 
-# A shard's warnings wait beside it while the stage runs, so a rerun after a crash that reuses
-# the shard still reports them; the command deletes them before the folder is published.
-WARNINGS_SUFFIX = ".warnings.json"
-
-
-def _warnings_path(path: str) -> Path:
-    p = Path(path)
-    return p.with_name(f".{p.name}{WARNINGS_SUFFIX}")
-
-
+# A shard's warnings wait beside it (its scratch note) while the stage runs, so a rerun after a
+# crash that reuses the shard still reports them; the note is gone once the stage completes.
 def _write_warnings(path: str, key: str, warnings: list[str], skipped: int) -> None:
     if warnings or skipped:
-        write_json_atomic(_warnings_path(path), {"task_key": key, "warnings": warnings, "skipped": skipped})
+        write_json_atomic(scratch_path(path), {"task_key": key, "warnings": warnings, "skipped": skipped})
 
 
 def _read_warnings(path: str, key: str) -> dict:
     try:
-        said = json.loads(_warnings_path(path).read_text(encoding="utf-8"))
+        said = json.loads(scratch_path(path).read_text(encoding="utf-8"))
         if said.get("task_key") == key:
             return {"warnings": list(said["warnings"]), "skipped": int(said["skipped"])}
     except (OSError, ValueError, KeyError, TypeError):
@@ -160,8 +151,6 @@ def command(
         inputs = {"source": {"path": str(source), "layout": labelled.layout, "n_images": sum(r["n_samples"] for r in results),
                              "content_hash": task_key([r["sha256"] for r in records])}}
         write_stage_record(tmp, STAGE, {STAGE: params}, inputs, records)
-        for said in tmp.glob(f".*{WARNINGS_SUFFIX}"):
-            said.unlink()
     counts = {s: sum(r["n_samples"] for r in results if r["split"] == s) for s in ("train", "test")}
     no_target = sum(r["no_target"] for r in results)
     typer.echo(f"ingest: {labelled.layout} layout, {counts['train']} train / {counts['test']} test samples "

@@ -53,6 +53,13 @@ def plan_negatives(masks: np.ndarray, patches: list[int], rotations: list[int], 
     return plan[order]
 
 
+def _box_where(samples: np.ndarray, rows: np.ndarray, patch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Index arrays [n, P, P] of the boxes of plan `rows` (one patch size) in arrays whose
+    first axis is indexed by `samples` [n]."""
+    idx = np.arange(int(patch))
+    return samples[:, None, None], (rows[:, 5, None] + idx)[:, :, None], (rows[:, 6, None] + idx)[:, None, :]
+
+
 def check_plan(masks: np.ndarray, plan: np.ndarray, device: torch.device) -> dict[str, np.ndarray]:
     """Label checks of every planned negative, from the masks' boxes alone (no full copies)."""
     points = mask_points(masks)
@@ -62,9 +69,7 @@ def check_plan(masks: np.ndarray, plan: np.ndarray, device: torch.device) -> dic
     for p in np.unique(plan[:, 2]):
         sel = np.flatnonzero(plan[:, 2] == p)
         rows = plan[sel]
-        idx = np.arange(int(p))
-        before = masks[rows[:, 0, None, None], (rows[:, 5, None] + idx)[:, :, None],
-                       (rows[:, 6, None] + idx)[:, None, :]]
+        before = masks[_box_where(rows[:, 0], rows, p)]
         after = transform_boxes(torch.from_numpy(before).to(device), torch.from_numpy(rows[:, 3]).to(device),
                                 torch.from_numpy(rows[:, 4]).to(device).bool()).cpu().numpy()
         check = label_check_boxes(points, len(masks), rows[:, 0], rows[:, 5], rows[:, 6], before != 0, after != 0)
@@ -81,8 +86,7 @@ def build_part(images: np.ndarray, masks: np.ndarray, rows: np.ndarray,
     for p in np.unique(rows[:, 2]):
         sel = np.flatnonzero(rows[:, 2] == p)
         r = rows[sel]
-        idx = np.arange(int(p))
-        where = (sel[:, None, None], (r[:, 5, None] + idx)[:, :, None], (r[:, 6, None] + idx)[:, None, :])
+        where = _box_where(sel, r, p)
         k = torch.from_numpy(r[:, 3]).to(device)
         flip = torch.from_numpy(r[:, 4]).to(device).bool()
         for arr in (out_images, out_masks):

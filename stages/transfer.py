@@ -60,7 +60,7 @@ def transfer_shard(src: str, src_sha: str, dst: str, index: int, n_shards: int, 
                    device: str) -> dict:
     key = task_key(STAGE, params, src_sha, bank["version"])
     if shards.is_complete(dst, key):
-        return {"path": dst, "sha256": shards.sha256_file(dst), "n_samples": shards.n_samples(dst), "reused": True}
+        return {"path": dst, "sha256": shards.sha256_file(dst), "n_samples": shards.n_samples(dst)}
     images, masks, meta = shards.read_shard(src)
     patches = load_bank(bank["path"], bank["version"])
     dev = resolve_device(device)
@@ -103,8 +103,7 @@ def transfer_shard(src: str, src_sha: str, dst: str, index: int, n_shards: int, 
     info = shards.write_shard(dst, out_images, out_masks, out_meta,
                               {"dataset": STAGE, "version": key[:16], "split": "train", "shard_index": index,
                                "n_shards": n_shards, "task_key": key})
-    return {"path": info.path, "sha256": info.sha256, "n_samples": info.n_samples, "reused": False,
-            "device": dev.type}
+    return {"path": info.path, "sha256": info.sha256, "n_samples": info.n_samples, "device": dev.type}
 
 
 def parse_floats(values: list[str]) -> list[float]:

@@ -22,10 +22,10 @@ def test_a_command_runs_through_main(capsys) -> None:
 
 
 def test_cpu_stages_start_without_torch() -> None:
-    # torch's import is most of a stage's start-up; ingest, publish and verify (and their
+    # torch's import is most of a stage's start-up; ingest, publish, verify, report and export (and their
     # workers, which import the same modules) never need it
-    code = ("import sys\nfrom stages.cli import main\n"
-            "for cmd in ('ingest', 'publish', 'verify', 'report'):\n"
+    code = ("import sys\nfrom stages.cli import main\nimport pipeline.report, pipeline.export\n"
+            "for cmd in ('ingest', 'publish', 'verify', 'report', 'export'):\n"
             "    try:\n        main([cmd, '--help'])\n    except SystemExit:\n        pass\n"
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -124,13 +124,19 @@ BAD = {
 }
 
 
-@pytest.mark.parametrize("case", list(BAD))
-def test_bad_file_is_one_line_and_leaves_nothing(case: str, tmp_path: Path, scheduler: str) -> None:
-    breaks, words, _ = BAD[case]
+def ingest_broken(case: str, tmp_path: Path, scheduler: str, *extra: str):
+    """Ingest a dataset damaged as BAD[case] says; (result, output folder)."""
+    breaks, _, _ = BAD[case]
     source = make_dataset(tmp_path / "src")
     breaks(source)
     out = tmp_path / "out"
-    result = ingest(source, out, scheduler=scheduler)
+    return ingest(source, out, *extra, scheduler=scheduler), out
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_file_is_one_line_and_leaves_nothing(case: str, tmp_path: Path, scheduler: str) -> None:
+    _, words, _ = BAD[case]
+    result, out = ingest_broken(case, tmp_path, scheduler)
     assert result.exit_code == 2, result.output
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
@@ -143,11 +149,8 @@ def test_bad_file_is_one_line_and_leaves_nothing(case: str, tmp_path: Path, sche
 
 @pytest.mark.parametrize("case", list(BAD))
 def test_skip_bad_warns_counts_and_ingests_the_rest(case: str, tmp_path: Path, scheduler: str) -> None:
-    breaks, words, n_left = BAD[case]
-    source = make_dataset(tmp_path / "src")
-    breaks(source)
-    out = tmp_path / "out"
-    result = ingest(source, out, "--skip-bad", scheduler=scheduler)
+    _, words, n_left = BAD[case]
+    result, out = ingest_broken(case, tmp_path, scheduler, "--skip-bad")
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 1 and all(w in warnings[0] for w in words), result.stderr

@@ -1,0 +1,65 @@
+"""Where a dataset's shards are: a manifest, a dataset folder holding one, or a bare shard folder.
+
+Kept apart from the torch loader so that the stages that only read shards (report, export)
+and their workers do not import torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+from .manifest import dataset_dir, find_manifest, load_manifest, split_shards
+from .shards import SHARD_SUFFIX, list_shards, n_samples
+
+SPLIT_ORDER = ("train", "test")
+
+
+@dataclass
+class Source:
+    """Where a dataset's shards are: `splits` maps split -> [(shard path, n_samples), ...]."""
+
+    root: Path
+    manifest_path: Path | None = None
+    manifest: dict[str, Any] | None = None
+    splits: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+
+    def shards(self, split: str) -> list[tuple[str, int]]:
+        if split not in self.splits:
+            where = self.manifest_path or self.root
+            have = ", ".join(self.splits) or "none"
+            raise InputError(where, f"no split {split!r} (has {have})")
+        return self.splits[split]
+
+
+def open_source(path: str | Path) -> Source:
+    """A manifest file, a dataset folder holding `manifest.json`, or a bare shard folder.
+
+    A manifest gives the shard list and counts; a bare folder is globbed (`<split>-*.h5`) and each
+    shard's count read once. Splits come back train first, then test, then the rest by name.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such manifest or shard folder")
+    manifest_path = find_manifest(path)
+    if manifest_path is not None:
+        manifest = load_manifest(manifest_path)
+        splits = {
+            split: [(s["path"], int(s["n_samples"])) for s in split_shards(manifest_path, manifest, split)]
+            for split in _ordered(manifest["splits"])
+        }
+        return Source(dataset_dir(manifest_path, manifest), manifest_path, manifest, splits)
+    found: dict[str, list[tuple[str, int]]] = {}
+    for p in list_shards(path):
+        split = p.name[: -len(SHARD_SUFFIX)].rsplit("-", 1)[0]
+        found.setdefault(split, []).append((str(p), n_samples(p)))
+    if not found:
+        raise InputError(path, f"no manifest.json and no *{SHARD_SUFFIX} shards")
+    return Source(path.resolve(), None, None, {s: found[s] for s in _ordered(found)})
+
+
+def _ordered(splits) -> list[str]:
+    names = list(splits)
+    return [s for s in SPLIT_ORDER if s in names] + sorted(s for s in names if s not in SPLIT_ORDER)

@@ -145,7 +145,7 @@ def _sirst_base(size: int) -> dict:
     import numpy as np
     from PIL import Image
 
-    from pipeline.imageio import read_grey, read_mask, resize_image, resize_mask
+    from sirst5k.formats.imageio import read_grey, read_mask, resize_image, resize_mask
 
     src = data_root() / "sirst"
     out = bench_dir() / f"sirst-base-{size}"
@@ -169,7 +169,7 @@ def _sirst_base(size: int) -> dict:
 def sirst5k(*args: object, env: dict | None = None, check: bool = True) -> tuple[float, str]:
     """Run the `sirst5k` command line in a subprocess; (wall seconds, output)."""
     # `python -m stages.cli`, not the console script: it also runs from a bare checkout on PYTHONPATH
-    cmd = [sys.executable, "-m", "stages.cli", *map(str, args)]
+    cmd = [sys.executable, "-m", "sirst5k.stages.cli", *map(str, args)]
     full_env = {**os.environ, "DVC_NO_ANALYTICS": "1", **(env or {})}
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=REPO)
@@ -218,8 +218,8 @@ def parse_count(output: str, word: str) -> int:
 
 
 @contextlib.contextmanager
-def dask_cluster(workers: int, preload: Sequence[str] = ("stages.ingest", "stages.noise_bank", "stages.transfer",
-                                                          "stages.negatives", "stages.publish")):
+def dask_cluster(workers: int, preload: Sequence[str] = ("sirst5k.stages.ingest", "sirst5k.stages.noise_bank", "sirst5k.stages.transfer",
+                                                          "sirst5k.stages.negatives", "sirst5k.stages.publish")):
     """A `dask scheduler` and `workers` one-thread `dask worker` processes on 127.0.0.1, the stage
     modules preloaded (torch imported once per worker, not once per stage).
 
@@ -232,7 +232,7 @@ def dask_cluster(workers: int, preload: Sequence[str] = ("stages.ingest", "stage
     from distributed import Client
 
     dask_bin = BIN / "dask"
-    from pipeline.cluster import WORKER_ENV
+    from sirst5k.runner.cluster import WORKER_ENV
 
     env = {**os.environ, **WORKER_ENV}
     env.pop("DASK_SCHEDULER_ADDRESS", None)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import _common as C
-from pipeline.transfer import blend, resize_field, to_uint8
+from sirst5k.method.transfer import blend, resize_field, to_uint8
 
 
 def main() -> None:

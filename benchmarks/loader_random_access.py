@@ -20,7 +20,7 @@ import numpy as np
 
 
 def make_folder(root: Path, n: int, compression) -> Path:
-    from pipeline import shards
+    from sirst5k.formats import shards
 
     images, masks, meta = shards.read_shard(shards.list_shards(C.transfer_shards(1), "train")[0])
     per = -(-n // 4)
@@ -39,8 +39,8 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from pipeline import shards
-    from pipeline.loader import ShardDataset
+    from sirst5k.formats import shards
+    from sirst5k.loader import ShardDataset
 
     torch.set_num_threads(1)
     C.header(f"ShardDataset random access, one process, one thread, {args.reads:,} random reads of "

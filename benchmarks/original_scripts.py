@@ -150,8 +150,8 @@ def make_input(n_images: int, root: Path) -> Path:
     """n train images (RGB PNG, 256x256, six-digit ids), their masks, one noise PNG, coordinates.txt."""
     from PIL import Image
 
-    from pipeline.imageio import read_mask
-    from pipeline.targets import target_centers
+    from sirst5k.formats.imageio import read_mask
+    from sirst5k.method.targets import target_centers
 
     base = C.sirst_set(copies=-(-n_images // 341), train_only=True)
     ids = sorted(p.stem for p in (base / "images").glob("*.png"))[:n_images]

@@ -26,7 +26,7 @@ import _common as C
 import h5py
 import numpy as np
 
-from pipeline import shards
+from sirst5k.formats import shards
 
 CODECS: dict[str, dict] = {
     "none": {"images": {}, "masks": {}},

@@ -34,9 +34,9 @@ def task_rates(repeat: int, devices: list[str]) -> list[list]:
     import torch
 
     torch.set_num_threads(1)
-    from pipeline import shards
-    from stages.negatives import negatives_shard
-    from stages.transfer import bank_info, transfer_shard
+    from sirst5k.formats import shards
+    from sirst5k.stages.negatives import negatives_shard
+    from sirst5k.stages.transfer import bank_info, transfer_shard
 
     ingest = shards.list_shards(C.ingest_shards(1), "train")[0]
     transfer = shards.list_shards(C.transfer_shards(1), "train")[0]
@@ -97,7 +97,7 @@ def cli_rates(copies: int, workers: list[int], repeat: int, device: str = "cpu")
 
 def _tiny_input() -> Path:
     """A one-image shard folder: running a stage on it measures start-up and teardown alone."""
-    from pipeline import shards
+    from sirst5k.formats import shards
 
     out = C.bench_dir() / "tiny-ingest"
     if not (out / "train-00000.h5").is_file():

@@ -31,8 +31,8 @@ def run_one(target: int, shard_size: int, input_rows: int) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from pipeline import shards
-    from stages.negatives import negatives_shard
+    from sirst5k.formats import shards
+    from sirst5k.stages.negatives import negatives_shard
 
     src = shards.list_shards(C.transfer_shards(1), "train")[0]
     rss0 = psutil.Process().memory_info().rss / 2**20

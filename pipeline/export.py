@@ -20,10 +20,10 @@ import h5py
 import numpy as np
 from PIL import Image
 
-from .cluster import progress_bar
-from .errors import InputError, OutputError
-from .sources import open_source
-from .shards import read_meta
+from sirst5k.runner.cluster import progress_bar
+from sirst5k.errors import InputError, OutputError
+from sirst5k.sources import open_source
+from sirst5k.formats.shards import read_meta
 
 LAYOUTS = ("dnanet", "basicirstd")
 DNANET_SPLIT_DIR = "50_50"

@@ -1,6 +1,6 @@
 """A torch Dataset over published shards, for training code in other repositories.
 
-    from pipeline.loader import ShardDataset
+    from sirst5k.loader import ShardDataset
     ds = ShardDataset("output/sirst5k", split="train", channels=3)
     image, mask = ds[0]            # float32 [3, H, W] in [0, 1], float32 [1, H, W] in {0, 1}
 
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .errors import InputError
-from .shards import concat_meta, read_meta
-from .sources import Source, open_source  # noqa: F401 - part of the loader's API
+from sirst5k.errors import InputError
+from sirst5k.formats.shards import concat_meta, read_meta
+from sirst5k.sources import Source, open_source  # noqa: F401 - part of the loader's API
 
 Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 DTYPES = ("float32", "uint8")

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
-from .manifest import dataset_dir, find_manifest, load_manifest, split_shards
-from .shards import SHARD_SUFFIX, list_shards, n_samples
+from sirst5k.errors import InputError
+from sirst5k.formats.manifest import dataset_dir, find_manifest, load_manifest, split_shards
+from sirst5k.formats.shards import SHARD_SUFFIX, list_shards, n_samples
 
 SPLIT_ORDER = ("train", "test")
 

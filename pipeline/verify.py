@@ -14,10 +14,10 @@ from typing import Any, Callable, Iterable, Iterator
 import h5py
 import numpy as np
 
-from .errors import InputError
-from .manifest import content_version, dataset_dir, load_manifest
-from .targets import batch_target_table
-from .shards import KINDS, META_FIELDS, ROOT_ATTRS, SCHEMA_VERSION, SHARD_SUFFIX, sha256_file
+from sirst5k.errors import InputError
+from sirst5k.formats.manifest import content_version, dataset_dir, load_manifest
+from sirst5k.method.targets import batch_target_table
+from sirst5k.formats.shards import KINDS, META_FIELDS, ROOT_ATTRS, SCHEMA_VERSION, SHARD_SUFFIX, sha256_file
 
 BLOCK = 256  # images read at a time: bounded memory for any shard size
 SHA256 = re.compile(r"[0-9a-f]{64}")

@@ -43,7 +43,7 @@ def build_app(names: list[str] | None = None) -> typer.Typer:
 
     for name, module in COMMANDS:
         if names is None or name in names:
-            cli.command(name)(importlib.import_module(f"stages.{module}").command)
+            cli.command(name)(importlib.import_module(f"sirst5k.stages.{module}").command)
     return cli
 
 

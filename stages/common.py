@@ -7,7 +7,7 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
-from pipeline.errors import InputError, OutputError
+from sirst5k.errors import InputError, OutputError
 
 Workers = Annotated[
     Optional[int], typer.Option("--workers", min=1, help="Local worker processes (default: min(4, cores)).")

@@ -20,14 +20,14 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from pipeline.cluster import progress_bar, resolve_device
-from pipeline.errors import InputError, OutputError
-from pipeline.loader import ShardDataset, open_source
-from pipeline.manifest import write_json_atomic
-from pipeline.metrics import METRIC_NAMES
-from pipeline.train import DEFAULT_STEPS, RunResult, TrainConfig, train_and_score
+from sirst5k.runner.cluster import progress_bar, resolve_device
+from sirst5k.errors import InputError, OutputError
+from sirst5k.loader import ShardDataset, open_source
+from sirst5k.formats.manifest import write_json_atomic
+from sirst5k.method.metrics import METRIC_NAMES
+from sirst5k.evaluate.train import DEFAULT_STEPS, RunResult, TrainConfig, train_and_score
 
-from .common import Device, Seed, check_device, fail, user_errors, warn
+from sirst5k.stages.common import Device, Seed, check_device, fail, user_errors, warn
 
 RUNS = ("original", "sirst5k")
 # Decoded samples kept in memory between steps; a NUDT-sized SIRST-5K train split at 256 px

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import fail, user_errors
+from sirst5k.stages.common import fail, user_errors
 
 
 @user_errors
@@ -19,7 +19,7 @@ def command(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty OUT.")] = False,
 ) -> None:
     """Write the dataset as images/, masks/ and split lists that the toolbox trains from unchanged."""
-    from pipeline.export import LAYOUTS, export_dataset
+    from sirst5k.export import LAYOUTS, export_dataset
 
     if layout not in LAYOUTS:
         fail(f"--layout {layout}: use {' or '.join(LAYOUTS)}")

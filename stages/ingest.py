@@ -9,15 +9,15 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from pipeline import shards
-from pipeline.cluster import open_client, run_tasks
-from pipeline.errors import InputError
-from pipeline.layouts import SampleRef, list_labelled, load_sample
-from pipeline.manifest import write_json_atomic
-from pipeline.outputs import hash_files, scratch_path, staged_folder, task_key, write_stage_record
-from pipeline.targets import batch_target_table
+from sirst5k.formats import shards
+from sirst5k.runner.cluster import open_client, run_tasks
+from sirst5k.errors import InputError
+from sirst5k.formats.layouts import SampleRef, list_labelled, load_sample
+from sirst5k.formats.manifest import write_json_atomic
+from sirst5k.runner.outputs import hash_files, scratch_path, staged_folder, task_key, write_stage_record
+from sirst5k.method.targets import batch_target_table
 
-from .common import Scheduler, Seed, Workers, user_errors, warn
+from sirst5k.stages.common import Scheduler, Seed, Workers, user_errors, warn
 
 STAGE = "ingest"
 LAYOUTS = ("auto", "dnanet", "basicirstd", "sirst", "sirst-v2", "folder")

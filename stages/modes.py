@@ -14,12 +14,12 @@ import h5py
 import numpy as np
 import typer
 
-from pipeline.errors import InputError
-from pipeline.imageio import write_png
-from pipeline.layouts import SampleRef, load_sample
-from pipeline.mode_sheet import mode_sheet, mode_tiles
+from sirst5k.errors import InputError
+from sirst5k.formats.imageio import write_png
+from sirst5k.formats.layouts import SampleRef, load_sample
+from sirst5k.report.modes import mode_sheet, mode_tiles
 
-from .common import Seed, user_errors, warn
+from sirst5k.stages.common import Seed, user_errors, warn
 
 
 def read_bank_patches(path: Path) -> np.ndarray:

@@ -16,13 +16,13 @@ import numpy as np
 import torch
 import typer
 
-from pipeline import shards
-from pipeline.cluster import open_client, resolve_device, run_tasks
-from pipeline.negatives import label_check_boxes, negative_boxes, transform_boxes
-from pipeline.outputs import input_shards, read_stage_record, staged_folder, task_key, write_stage_record
-from pipeline.targets import batch_target_table, mask_points
+from sirst5k.formats import shards
+from sirst5k.runner.cluster import open_client, resolve_device, run_tasks
+from sirst5k.method.negatives import label_check_boxes, negative_boxes, transform_boxes
+from sirst5k.runner.outputs import input_shards, read_stage_record, staged_folder, task_key, write_stage_record
+from sirst5k.method.targets import batch_target_table, mask_points
 
-from .common import Device, Scheduler, Seed, Workers, check_device, computed_on, user_errors
+from sirst5k.stages.common import Device, Scheduler, Seed, Workers, check_device, computed_on, user_errors
 
 STAGE = "negatives"
 CLAMPS = ("script", "clip")

@@ -17,15 +17,15 @@ import h5py
 import numpy as np
 import typer
 
-from pipeline import PRODUCER
-from pipeline.cluster import open_client, run_tasks
-from pipeline.errors import InputError, OutputError
-from pipeline.imageio import read_grey
-from pipeline.layouts import list_sequences, sequence_shape
-from pipeline.noise_bank import extract_patches, select_windows, window_max, window_stats
-from pipeline.outputs import hash_files, task_key
+from sirst5k import PRODUCER
+from sirst5k.runner.cluster import open_client, run_tasks
+from sirst5k.errors import InputError, OutputError
+from sirst5k.formats.imageio import read_grey
+from sirst5k.formats.layouts import list_sequences, sequence_shape
+from sirst5k.method.noise_bank import extract_patches, select_windows, window_max, window_stats
+from sirst5k.runner.outputs import hash_files, task_key
 
-from .common import Device, Scheduler, Workers, user_errors, warn
+from sirst5k.stages.common import Device, Scheduler, Workers, user_errors, warn
 
 STAGE = "noise-bank"
 BANK_SCHEMA_VERSION = 1

@@ -13,14 +13,15 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from pipeline import PRODUCER, shards
-from pipeline.cluster import open_client, run_tasks
-from pipeline.errors import InputError
-from pipeline.manifest import IN_DATASET_NAME, MANIFEST_SCHEMA_VERSION, content_version, write_json_atomic
-from pipeline.outputs import input_shards, check_can_create, read_stage_record, staged_folder, task_key
-from pipeline.verify import manifest_version, verify_manifest
+from sirst5k import PRODUCER
+from sirst5k.formats import shards
+from sirst5k.runner.cluster import open_client, run_tasks
+from sirst5k.errors import InputError
+from sirst5k.formats.manifest import IN_DATASET_NAME, MANIFEST_SCHEMA_VERSION, content_version, write_json_atomic
+from sirst5k.runner.outputs import input_shards, check_can_create, read_stage_record, staged_folder, task_key
+from sirst5k.verify import manifest_version, verify_manifest
 
-from .common import Scheduler, Workers, fail, user_errors
+from sirst5k.stages.common import Scheduler, Workers, fail, user_errors
 
 STAGE = "publish"
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import Scheduler, Workers, user_errors
+from sirst5k.stages.common import Scheduler, Workers, user_errors
 
 
 @user_errors
@@ -24,12 +24,12 @@ def command(
     With --workers or --scheduler the shards are summarised as dask tasks; otherwise here, one
     after another (a few seconds for 5,000 samples).
     """
-    from pipeline.cluster import progress_bar
-    from pipeline.report import build_report, report_dir
+    from sirst5k.runner.cluster import progress_bar
+    from sirst5k.report.build import build_report, report_dir
 
     target = out if out is not None else report_dir(dataset)
     if workers or scheduler:
-        from pipeline.cluster import open_client, run_tasks
+        from sirst5k.runner.cluster import open_client, run_tasks
 
         with open_client(workers, scheduler, device="cpu") as client:
             stats = build_report(dataset, target, map_fn=lambda fn, tasks: run_tasks(client, fn, tasks, "report"))

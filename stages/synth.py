@@ -12,13 +12,13 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from pipeline import rng
-from pipeline.cluster import open_client, run_tasks
-from pipeline.imageio import write_png
-from pipeline.outputs import staged_folder
-from pipeline.synth import make_labelled_sample, make_sequence
+from sirst5k.method import rng
+from sirst5k.runner.cluster import open_client, run_tasks
+from sirst5k.formats.imageio import write_png
+from sirst5k.runner.outputs import staged_folder
+from sirst5k.method.synth import make_labelled_sample, make_sequence
 
-from .common import Scheduler, Seed, Workers, user_errors
+from sirst5k.stages.common import Scheduler, Seed, Workers, user_errors
 
 CHUNK = 128  # images per task: enough to amortise dask's per-task cost
 

@@ -16,13 +16,14 @@ import numpy as np
 import torch
 import typer
 
-from pipeline import rng, shards
-from pipeline.cluster import open_client, resolve_device, run_tasks
-from pipeline.errors import InputError
-from pipeline.outputs import input_shards, read_stage_record, staged_folder, task_key, write_stage_record
-from pipeline.transfer import additive, blend, draw_mosaic_params, mosaic_field, resize_field, to_uint8
+from sirst5k.method import rng
+from sirst5k.formats import shards
+from sirst5k.runner.cluster import open_client, resolve_device, run_tasks
+from sirst5k.errors import InputError
+from sirst5k.runner.outputs import input_shards, read_stage_record, staged_folder, task_key, write_stage_record
+from sirst5k.method.transfer import additive, blend, draw_mosaic_params, mosaic_field, resize_field, to_uint8
 
-from .common import Device, Scheduler, Seed, Workers, check_device, computed_on, user_errors
+from sirst5k.stages.common import Device, Scheduler, Seed, Workers, check_device, computed_on, user_errors
 
 STAGE = "transfer"
 MODES = ("blend", "additive")

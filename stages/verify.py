@@ -7,10 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipeline.cluster import open_client, progress_bar, run_tasks
-from pipeline.manifest import find_manifest, load_manifest
+from sirst5k.runner.cluster import open_client, progress_bar, run_tasks
+from sirst5k.formats.manifest import find_manifest, load_manifest
 
-from .common import Scheduler, fail, user_errors
+from sirst5k.stages.common import Scheduler, fail, user_errors
 
 
 @user_errors
@@ -22,7 +22,7 @@ def command(
     scheduler: Scheduler = None,
 ) -> None:
     """Check a published dataset against its manifest; exit 1 naming every problem."""
-    from pipeline.verify import verify_manifest
+    from sirst5k.verify import verify_manifest
 
     path = find_manifest(manifest)
     if path is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from stages.cli import COMMANDS, build_app, main
+from sirst5k.stages.cli import COMMANDS, build_app, main
 
 
 def test_the_full_app_lists_every_command(capsys) -> None:
@@ -24,7 +24,7 @@ def test_a_command_runs_through_main(capsys) -> None:
 def test_cpu_stages_start_without_torch() -> None:
     # torch's import is most of a stage's start-up; ingest, publish, verify, report and export (and their
     # workers, which import the same modules) never need it
-    code = ("import sys\nfrom stages.cli import main\nimport pipeline.report, pipeline.export\n"
+    code = ("import sys\nfrom sirst5k.stages.cli import main\nimport sirst5k.report.build, sirst5k.export\n"
             "for cmd in ('ingest', 'publish', 'verify', 'report', 'export'):\n"
             "    try:\n        main([cmd, '--help'])\n    except SystemExit:\n        pass\n"
             "print('torch' in sys.modules)")

@@ -10,12 +10,12 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-import pipeline.export as export_mod
-from pipeline.errors import InputError
-from pipeline.export import export_dataset
-from pipeline.manifest import write_json_atomic
-from pipeline.shards import new_meta, write_shard
-from stages.export import command
+import sirst5k.export as export_mod
+from sirst5k.errors import InputError
+from sirst5k.export import export_dataset
+from sirst5k.formats.manifest import write_json_atomic
+from sirst5k.formats.shards import new_meta, write_shard
+from sirst5k.stages.export import command
 
 H, W = 9, 11
 

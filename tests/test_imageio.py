@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import imageio
-from pipeline.errors import InputError, OutputError
-from pipeline.imageio import (
+from sirst5k.formats import imageio
+from sirst5k.errors import InputError, OutputError
+from sirst5k.formats.imageio import (
     binarise_mask,
     image_size,
     read_grey,

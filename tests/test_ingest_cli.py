@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from stages.cli import app
+from sirst5k.stages.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 H, W = 40, 60
@@ -215,7 +215,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     # A cluster of another process holding port 8787 makes dask warn on stderr (pipeline/cluster.py
     # issue, not ingest's); it is no part of what these tests check.
     env["PYTHONWARNINGS"] = "ignore:Port:UserWarning"
-    return subprocess.run([sys.executable, "-m", "stages.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "sirst5k.stages.cli", *args], capture_output=True, text=True, env=env,
                           cwd=ROOT, timeout=120)
 
 
@@ -273,7 +273,7 @@ def test_resize_erasing_every_target_warns_and_keeps_the_sample(tmp_path: Path, 
 
 def test_a_rerun_after_a_crash_repeats_the_warnings_of_reused_shards(tmp_path: Path, scheduler: str,
                                                                      monkeypatch) -> None:
-    import stages.ingest
+    import sirst5k.stages.ingest as ingest_stage
 
     source = make_dataset(tmp_path / "src")
     write_image(source / "images" / "000003.png", size=(64, 64))
@@ -285,7 +285,7 @@ def test_a_rerun_after_a_crash_repeats_the_warnings_of_reused_shards(tmp_path: P
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(stages.ingest, "write_stage_record", crash)
+        m.setattr(ingest_stage, "write_stage_record", crash)
         first = runner.invoke(app, args)
     assert first.exit_code != 0 and not out.exists()
     partial = [p for p in tmp_path.iterdir() if p.name.startswith(".out")]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.errors import InputError
-from pipeline.layouts import (
+from sirst5k.errors import InputError
+from sirst5k.formats.layouts import (
     LAYOUTS,
     LabelledSet,
     SampleRef,

@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline.errors import InputError
-from pipeline.loader import ShardDataset, open_source
-from pipeline.manifest import write_json_atomic
-from pipeline.shards import new_meta, write_shard
+from sirst5k.errors import InputError
+from sirst5k.loader import ShardDataset, open_source
+from sirst5k.formats.manifest import write_json_atomic
+from sirst5k.formats.shards import new_meta, write_shard
 
 H, W = 12, 10
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.metrics import IRSTDMetrics, components, intersection_union, irstd_metrics, match_targets
+from sirst5k.method.metrics import IRSTDMetrics, components, intersection_union, irstd_metrics, match_targets
 
 H = W = 32
 

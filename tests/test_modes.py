@@ -12,11 +12,12 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-import stages.modes
-import stages.negatives
-from pipeline import shards
-from pipeline.layouts import SampleRef, load_sample
-from pipeline.mode_sheet import (
+import sirst5k.stages.modes
+import sirst5k.stages.negatives
+from sirst5k import stages
+from sirst5k.formats import shards
+from sirst5k.formats.layouts import SampleRef, load_sample
+from sirst5k.report.modes import (
     CROP,
     LABEL_BAND,
     TILE,
@@ -28,10 +29,10 @@ from pipeline.mode_sheet import (
     render_mode_tile,
     zoom_crop,
 )
-from pipeline.negatives import apply_negatives, label_check, negative_boxes
-from pipeline.report import BOX
-from pipeline.targets import label_components, target_centers
-from pipeline.transfer import additive, blend, mosaic_field, resize_field, to_uint8
+from sirst5k.method.negatives import apply_negatives, label_check, negative_boxes
+from sirst5k.report.build import BOX
+from sirst5k.method.targets import label_components, target_centers
+from sirst5k.method.transfer import additive, blend, mosaic_field, resize_field, to_uint8
 
 runner = CliRunner()
 S = 64

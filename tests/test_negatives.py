@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.negatives import apply_negatives, draw_negative_params, label_check, negative_boxes
-from pipeline.targets import count_targets, target_centers
+from sirst5k.method.negatives import apply_negatives, draw_negative_params, label_check, negative_boxes
+from sirst5k.method.targets import count_targets, target_centers
 
 
 def _grey(path: Path) -> np.ndarray:

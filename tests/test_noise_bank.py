@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.noise_bank import (
+from sirst5k.method.noise_bank import (
     STAT_FIELDS,
     extract_patches,
     grid_shape,

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from pipeline.layouts import sequence_shape
-from stages.cli import app
+from sirst5k.formats.layouts import sequence_shape
+from sirst5k.stages.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -252,7 +252,7 @@ def test_bad_frame_in_a_worker_reaches_the_terminal_as_one_line(tmp_path: Path) 
     (frames / "seqA" / "2.png").write_bytes(b"")
     out = tmp_path / "bank.h5"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore:Port:UserWarning"}
-    proc = subprocess.run([sys.executable, "-m", "stages.cli", "noise-bank", str(frames), "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "sirst5k.stages.cli", "noise-bank", str(frames), "--out", str(out),
                            "--workers", "1", "--device", "cpu"], capture_output=True, text=True, env=env, cwd=ROOT,
                           timeout=120)
     assert proc.returncode == 2

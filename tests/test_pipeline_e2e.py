@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from stages.cli import app
+from sirst5k.stages.cli import app
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.reductions import pairwise_mean, pairwise_sum
+from sirst5k.method.reductions import pairwise_mean, pairwise_sum
 
 
 @pytest.mark.parametrize("shape,dims", [((3, 256, 256), (1, 2)), ((2, 7, 33, 17), (1, 3)), ((5, 1), (1,)),

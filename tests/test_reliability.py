@@ -29,10 +29,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import shards
-from pipeline.manifest import canonical_json, write_json_atomic
-from pipeline.outputs import partial_dir
-from stages.cli import app
+from sirst5k.formats import shards
+from sirst5k.formats.manifest import canonical_json, write_json_atomic
+from sirst5k.runner.outputs import partial_dir
+from sirst5k.stages.cli import app
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +48,7 @@ TIMEOUT = 120.0  # bound on any wait for a subprocess
 FAULTS = '''
 """dask worker preload (tests only): slow down or fail fsync in pipeline.shards, nowhere else."""
 import errno, os, time
-from pipeline import shards
+from sirst5k.formats import shards
 
 _DELAY = float(os.environ.get("SIRST5K_TEST_WRITE_DELAY", "0"))
 _FAIL_AFTER = int(os.environ.get("SIRST5K_TEST_ENOSPC_AFTER", "-1"))

@@ -13,8 +13,8 @@ from PIL import Image
 from scipy import ndimage as ndi
 from typer.testing import CliRunner
 
-from pipeline.manifest import write_json_atomic
-from pipeline.report import (
+from sirst5k.formats.manifest import write_json_atomic
+from sirst5k.report.build import (
     build_report,
     count_targets,
     highpass_energy,
@@ -23,8 +23,8 @@ from pipeline.report import (
     pick_evenly,
     summarize_shard,
 )
-from pipeline.shards import new_meta, write_shard
-from stages.report import command
+from sirst5k.formats.shards import new_meta, write_shard
+from sirst5k.stages.report import command
 
 S = 32  # image side
 

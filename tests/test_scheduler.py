@@ -24,14 +24,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from pipeline import shards
-from pipeline.cluster import cluster_has_gpu, run_tasks
-from pipeline.imageio import write_png
-from pipeline.synth import make_labelled_sample, make_sequence
-from pipeline.negatives import apply_negatives, label_check, negative_boxes, transform_boxes
-from pipeline.targets import batch_target_table, count_targets, target_centers, target_table
-from stages.cli import app
-from stages.negatives import plan_negatives
+from sirst5k.formats import shards
+from sirst5k.runner.cluster import cluster_has_gpu, run_tasks
+from sirst5k.formats.imageio import write_png
+from sirst5k.method.synth import make_labelled_sample, make_sequence
+from sirst5k.method.negatives import apply_negatives, label_check, negative_boxes, transform_boxes
+from sirst5k.method.targets import batch_target_table, count_targets, target_centers, target_table
+from sirst5k.stages.cli import app
+from sirst5k.stages.negatives import plan_negatives
 
 REPO = Path(__file__).resolve().parents[1]
 DASK = Path(sys.executable).parent / "dask"

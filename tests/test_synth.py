@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from skimage.measure import label, regionprops
 
-from pipeline import synth
-from pipeline.noise_bank import select_windows, window_stats
-from pipeline.rng import generator
+from sirst5k.method import synth
+from sirst5k.method.noise_bank import select_windows, window_stats
+from sirst5k.method.rng import generator
 
 
 def test_sample_is_deterministic():

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.targets import count_targets, label_components, target_centers, target_table
+from sirst5k.method.targets import count_targets, label_components, target_centers, target_table
 
 
 def _mask(h: int = 32, w: int = 40) -> np.ndarray:
@@ -86,7 +86,7 @@ def test_reference_centres_match_coordinates(reference_dir):
 
 
 def test_batch_target_table_of_an_empty_batch() -> None:
-    from pipeline.targets import batch_target_table
+    from sirst5k.method.targets import batch_target_table
 
     table = batch_target_table(np.zeros((0, 8, 8), np.uint8))
     assert table["count"].shape == (0,) and table["center"].shape == (0, 2)

@@ -12,8 +12,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from pipeline import shards
-from pipeline.train import (
+from sirst5k.formats import shards
+from sirst5k.evaluate.train import (
     ArraySamples,
     TrainConfig,
     draw_crops,
@@ -24,7 +24,7 @@ from pipeline.train import (
     to_tensors,
     train_and_score,
 )
-from pipeline.unet import UNet, count_parameters
+from sirst5k.evaluate.unet import UNet, count_parameters
 
 SIZE = 64
 
@@ -137,7 +137,7 @@ def shard_dir(tmp_path):
 
 
 def _evaluate(args):
-    from stages.cli import app
+    from sirst5k.stages.cli import app
 
     return CliRunner().invoke(app, ["evaluate", *map(str, args)])
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.transfer import (
+from sirst5k.method.transfer import (
     additive,
     blend,
     draw_mosaic_params,

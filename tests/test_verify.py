@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.manifest import canonical_json
-from pipeline.shards import sha256_file
-from pipeline.verify import verify_manifest
-from stages.cli import app
+from sirst5k.formats.manifest import canonical_json
+from sirst5k.formats.shards import sha256_file
+from sirst5k.verify import verify_manifest
+from sirst5k.stages.cli import app
 
 pytestmark = pytest.mark.slow
 
@@ -133,7 +133,7 @@ def test_a_manifest_edited_by_hand_is_caught(copy: Path, change, where: str, wor
 
 def test_a_recomputed_version_still_disagrees_with_the_shards(copy: Path) -> None:
     """Edit a param and fix up the version hash: every shard still carries the old version."""
-    from pipeline.verify import manifest_version
+    from sirst5k.verify import manifest_version
 
     def change(doc):
         doc["params"]["negatives"]["rotations"] = [0, 1]

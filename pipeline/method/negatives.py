@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from pipeline.targets import label_points, mask_points
+from sirst5k.method.targets import label_points, mask_points
 
 CLAMPS = ("script", "clip")
 

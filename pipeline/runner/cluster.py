@@ -17,7 +17,7 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from .errors import InputError, OutputError
+from sirst5k.errors import InputError, OutputError
 
 if TYPE_CHECKING:
     import torch

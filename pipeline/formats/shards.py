@@ -17,8 +17,8 @@ from typing import Iterable, Mapping
 import h5py
 import numpy as np
 
-from . import PRODUCER
-from .errors import InputError, OutputError
+from sirst5k import PRODUCER
+from sirst5k.errors import InputError, OutputError
 
 SCHEMA_VERSION = 1
 KINDS = ("original", "transfer", "negative")

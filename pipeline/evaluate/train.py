@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from . import rng
-from .metrics import IRSTDMetrics
-from .unet import UNet
+from sirst5k.method import rng
+from sirst5k.method.metrics import IRSTDMetrics
+from sirst5k.evaluate.unet import UNet
 
 STAGE = "evaluate"
 # Budget in optimiser steps. At size 256 with 128-px crops and batch 8, a step of the default

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import InputError, OutputError
+from sirst5k.errors import InputError, OutputError
 
 MANIFEST_SCHEMA_VERSION = 1
 REQUIRED = ("schema_version", "name", "version", "producer", "dataset_dir", "params", "inputs", "splits")

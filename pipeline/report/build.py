@@ -29,11 +29,11 @@ import h5py
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from . import PRODUCER
-from .errors import InputError
-from .sources import Source, open_source
-from .shards import KINDS, read_meta, read_shard
-from .targets import batch_target_table
+from sirst5k import PRODUCER
+from sirst5k.errors import InputError
+from sirst5k.sources import Source, open_source
+from sirst5k.formats.shards import KINDS, read_meta, read_shard
+from sirst5k.method.targets import batch_target_table
 
 BLOCK = 128  # rows summarised at once: bounded memory, vectorised work
 AREA_EDGES = tuple(2**i for i in range(11))  # log2 bins: 1, 2-3, 4-7, ..., 1024+
@@ -411,7 +411,7 @@ def _negative_box(meta: Mapping[str, Any], shape: tuple[int, int], clamp: str) -
     patch, cy, cx = int(meta["patch"]), int(meta["center_y"]), int(meta["center_x"])
     if patch < 1 or cy < 0 or cx < 0 or patch > min(shape):
         return None
-    from .negatives import negative_boxes
+    from sirst5k.method.negatives import negative_boxes
 
     try:
         (y0, x0), = negative_boxes([[cy, cx]], shape, patch, clamp)
@@ -592,7 +592,7 @@ def build_report(source: str | Path, out: str | Path | None = None, map_fn: MapF
     map_fn(fn, tasks) runs fn(*args) for each task and returns the results in order (default:
     here, one after another; a stage passes one that runs them on a dask cluster).
     """
-    from .outputs import staged_folder
+    from sirst5k.runner.outputs import staged_folder
 
     src = open_source(source)
     out = Path(out) if out is not None else src.root / "report"

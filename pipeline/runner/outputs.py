@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .errors import InputError, OutputError
+from sirst5k.errors import InputError, OutputError
 
 
 PROBE_PREFIX = ".probe-"
@@ -163,7 +163,7 @@ def write_stage_record(folder: Path, stage: str, params: dict, inputs: dict, sha
 
     Later stages read it to chain provenance and checksums without re-hashing every shard.
     """
-    from .manifest import write_json_atomic
+    from sirst5k.formats.manifest import write_json_atomic
 
     write_json_atomic(
         Path(folder) / STAGE_RECORD,
@@ -183,7 +183,7 @@ def read_stage_record(folder: Path) -> dict | None:
 
 def input_shards(folder: Path, split: str) -> list[tuple[Path, str]]:
     """(path, sha256) of a shard folder's split, from its stage record when it has one."""
-    from .shards import list_shards, sha256_file
+    from sirst5k.formats.shards import list_shards, sha256_file
 
     paths = list_shards(folder, split)
     if not paths:

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import InputError
-from pipeline.imageio import (
+from sirst5k.errors import InputError
+from sirst5k.formats.imageio import (
     IMAGE_EXTENSIONS,
     image_size,
     is_image_file,
@@ -42,7 +42,7 @@ from pipeline.imageio import (
     resize_image,
     resize_mask,
 )
-from pipeline.rng import generator
+from sirst5k.method.rng import generator
 
 LAYOUTS: tuple[str, ...] = ("dnanet", "basicirstd", "sirst", "sirst-v2", "folder")
 LAYOUT_CHOICES = "auto|" + "|".join(LAYOUTS)

@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .negatives import apply_negatives, negative_boxes
-from .report import BOX, OUTLINE, contact_sheet, highpass_energy, outline, render_tile
-from .rng import generator
-from .targets import target_centers
-from .transfer import additive, blend, draw_mosaic_params, mosaic_field, resize_field, to_uint8
+from sirst5k.method.negatives import apply_negatives, negative_boxes
+from sirst5k.report.build import BOX, OUTLINE, contact_sheet, highpass_energy, outline, render_tile
+from sirst5k.method.rng import generator
+from sirst5k.method.targets import target_centers
+from sirst5k.method.transfer import additive, blend, draw_mosaic_params, mosaic_field, resize_field, to_uint8
 
 STAGE = "modes"
 # (mode, field, mix), in sheet order.

@@ -24,7 +24,7 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from .reductions import pairwise_mean
+from sirst5k.method.reductions import pairwise_mean
 
 
 def _size(size) -> tuple[int, int]:

@@ -21,7 +21,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from pipeline.rng import generator
+from sirst5k.method.rng import generator
 
 STAGE = "synth"
 

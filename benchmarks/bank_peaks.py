@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 import _common as C
+from sirst5k.formats.bank import read_patches, read_rows
 
 
 def main() -> None:
@@ -25,12 +25,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=C.REPO / "docs" / "bank_peaks.png")
     args = ap.parse_args()
     bank = args.bank or C.noise_bank()
-    with h5py.File(bank, "r") as f:
-        patches = f["patches"][()]
-        entry = f["entry"][()]
-        sequence = f["sequence"].asstr()[()]
-        # each row's window mean as the noise-bank stage computed it: the statistic --max-peak uses
-        peak = patches.max(axis=(1, 2)) - f["mean"][()]
+    patches, rows = read_patches(bank), read_rows(bank)
+    entry, sequence = rows["entry"], rows["sequence"]
+    # each row's window mean as the noise-bank stage computed it: the statistic --max-peak uses
+    peak = patches.max(axis=(1, 2)) - rows["mean"]
     n_windows = np.unique(entry).size
     C.header(f"peaks in {bank} ({len(patches):,} rows, {n_windows:,} windows)")
     rows = []

@@ -36,7 +36,7 @@ def task_rates(repeat: int, devices: list[str]) -> list[list]:
     torch.set_num_threads(1)
     from sirst5k.formats import shards
     from sirst5k.stages.negatives import negatives_shard
-    from sirst5k.stages.transfer import bank_info, transfer_shard
+    from sirst5k.formats.bank import bank_info, transfer_shard
 
     ingest = shards.list_shards(C.ingest_shards(1), "train")[0]
     transfer = shards.list_shards(C.transfer_shards(1), "train")[0]

@@ -4,14 +4,21 @@ dnanet:      OUT/images/<id>.png, OUT/masks/<id>.png, OUT/50_50/<split>.txt
 basicirstd:  OUT/images/<id>.png, OUT/masks/<id>.png, OUT/img_idx/<split>_<name>.txt
 
 Images are 8-bit grey, masks 0/255; index files list one id a line (LF), in shard order. Every
-file is written into a hidden sibling folder that is renamed to OUT when complete, so OUT is
-either absent, the old content, or the whole export.
+file is written into the hidden sibling `.OUT.partial/` (`staged_folder`, with the output's
+lock), which is renamed to OUT when complete, so OUT is either absent, the old content, or the
+whole export; a killed export's partial folder is discarded by the next one.
+
+Sample ids become file names by `file_name_id`: ASCII letters, digits and `-_.+~,=@()` stay as
+they are, every other character (space, `/`, `\\`, `%`, non-ASCII, control) becomes `%XX` per
+UTF-8 byte, and a leading `.` becomes `%2E`. The same escaped id is written in the index files,
+so both toolboxes (which read whitespace-free tokens and append `.png`) find every file; the
+escaping is reversible (`urllib.parse.unquote`) and ids that are already safe are unchanged.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
+import string
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,12 +29,25 @@ from PIL import Image
 
 from sirst5k.runner.cluster import progress_bar
 from sirst5k.errors import InputError, OutputError
+from sirst5k.runner.outputs import staged_folder
 from sirst5k.sources import open_source
 from sirst5k.formats.shards import read_meta
 
 LAYOUTS = ("dnanet", "basicirstd")
 DNANET_SPLIT_DIR = "50_50"
 BLOCK = 64  # rows read from a shard at once
+SAFE_ID_CHARS = frozenset(string.ascii_letters + string.digits + "-_.+~,=@()")
+
+
+def file_name_id(sample_id: str) -> str:
+    """The id as it appears in file names and index files (see the module doc): safe ids unchanged."""
+    out = []
+    for i, c in enumerate(sample_id):
+        if c in SAFE_ID_CHARS and not (i == 0 and c == "."):
+            out.append(c)
+        else:
+            out.extend(f"%{b:02X}" for b in c.encode("utf-8", "surrogatepass"))
+    return "".join(out)
 
 
 def index_path(layout: str, split: str, name: str) -> str:
@@ -50,7 +70,9 @@ def export_dataset(
 ) -> dict[str, Any]:
     """Write every split of `source` (manifest, dataset folder or shard folder) to `out`.
 
-    Returns {"out", "layout", "splits": {split: n_samples}, "samples"}.
+    `out` may be absent or an empty folder; a non-empty one only with `overwrite`, and never the
+    source, inside it or a folder holding it. Returns {"out", "layout", "splits": {split:
+    n_samples}, "samples", "escaped": ids written under an escaped name}.
     """
     if layout not in LAYOUTS:
         raise InputError(None, f"unknown layout {layout!r}: use {' or '.join(LAYOUTS)}")
@@ -59,12 +81,12 @@ def export_dataset(
     out = Path(out)
     check_target(out, overwrite)
     src = open_source(source)
-    plan = _plan(src.splits)
+    plan, escaped = _plan(src.splits)
     total = sum(len(ids) for shards in plan.values() for _, ids in shards)
-    tmp = staging_path(out)
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        (tmp / "images").mkdir(parents=True)
+    inputs = [Path(source), src.root, *([src.manifest_path] if src.manifest_path else [])]
+    # the policy on an existing OUT is check_target's; staged_folder refuses inputs, locks, stages
+    with staged_folder(out, inputs=inputs, overwrite=overwrite, resume=False) as tmp:
+        (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool, progress_bar(
             "export", total, show_progress
@@ -75,59 +97,67 @@ def export_dataset(
         for split, shards in plan.items():
             ids = [i for _, shard_ids in shards for i in shard_ids]
             target = tmp / index_path(layout, split, name)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(("".join(f"{i}\n" for i in ids)).encode())
-        replace_folder(tmp, out, overwrite)
-    except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(out, f"cannot write export: {err.strerror or err}") from err
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(("".join(f"{i}\n" for i in ids)).encode())
+            except OSError as err:
+                raise OutputError(target, f"cannot write: {err.strerror or err}") from err
     splits = {split: sum(len(ids) for _, ids in shards) for split, shards in plan.items()}
-    return {"out": str(out), "layout": layout, "splits": splits, "samples": total}
+    return {"out": str(out), "layout": layout, "splits": splits, "samples": total, "escaped": escaped}
 
 
-def _plan(splits: dict[str, list[tuple[str, int]]]) -> dict[str, list[tuple[str, list[str]]]]:
-    """Each split's shards with their sample ids, checked to be usable, unique file names."""
+def _plan(splits: dict[str, list[tuple[str, int]]]) -> tuple[dict[str, list[tuple[str, list[str]]]], int]:
+    """Each split's shards with their ids as file names (escaped), checked to be unique; and how
+    many ids had to be escaped. Everything is known here, before a file is written."""
     plan: dict[str, list[tuple[str, list[str]]]] = {}
     seen: dict[str, str] = {}
+    escaped = 0
     for split, shards in splits.items():
         plan[split] = []
         for path, _ in shards:
             ids = [str(i) for i in read_meta(path)["sample_id"]]
+            names = []
             for sample_id in ids:
-                if not _safe_id(sample_id):
-                    raise InputError(path, f"sample_id {sample_id!r} cannot be a file name")
+                if not sample_id:
+                    raise InputError(path, "a sample has an empty sample_id: it cannot be a file name")
                 if sample_id in seen:
                     raise InputError(path, f"sample_id {sample_id!r} also in split {seen[sample_id]!r}")
                 seen[sample_id] = split
-            plan[split].append((path, ids))
-    return plan
-
-
-def _safe_id(sample_id: str) -> bool:
-    # Both toolboxes read ids as whitespace-free tokens and append ".png".
-    if not sample_id or sample_id.startswith("."):
-        return False
-    return not any(c in "/\\" or c.isspace() or not c.isprintable() for c in sample_id)
+                names.append(file_name_id(sample_id))
+                escaped += names[-1] != sample_id
+            plan[split].append((path, names))
+    return plan, escaped
 
 
 def _write_shard_pngs(pool, path: str, ids: list[str], root: Path, level: int, advance) -> None:
-    with h5py.File(path, "r") as f:
+    """Each sample of one shard as two PNGs; a shard that cannot be read is an InputError naming
+    it, a PNG that cannot be written an OutputError naming the PNG."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise InputError(path, f"cannot open shard: {' '.join(str(err).split())}") from None
+    with f:
         images, masks = f["images"], f["masks"]
         if images.shape[0] != len(ids):
-            raise InputError(path, f"{images.shape[0]} images but {len(ids)} sample ids")
+            raise InputError(path, f"{int(images.shape[0])} images but {len(ids)} sample ids")
         for start in range(0, len(ids), BLOCK):
             stop = min(start + BLOCK, len(ids))
-            block_images = images[start:stop]
-            block_masks = np.where(masks[start:stop] > 0, 255, 0).astype(np.uint8)
+            try:
+                block_images = images[start:stop]
+                block_masks = np.where(masks[start:stop] > 0, 255, 0).astype(np.uint8)
+            except OSError as err:
+                raise InputError(path, f"cannot read samples {start}..{stop - 1}: {' '.join(str(err).split())}") \
+                    from None
             jobs = []
             for j, sample_id in enumerate(ids[start:stop]):
-                jobs.append(pool.submit(_save_png, block_images[j], root / "images" / f"{sample_id}.png", level))
-                jobs.append(pool.submit(_save_png, block_masks[j], root / "masks" / f"{sample_id}.png", level))
-            for k, job in enumerate(jobs):
-                job.result()
+                for kind, array in (("images", block_images[j]), ("masks", block_masks[j])):
+                    target = root / kind / f"{sample_id}.png"
+                    jobs.append((target, pool.submit(_save_png, array, target, level)))
+            for k, (target, job) in enumerate(jobs):
+                try:
+                    job.result()
+                except OSError as err:
+                    raise OutputError(target, f"cannot write: {err.strerror or err}") from err
                 if k % 2:
                     advance()
 
@@ -142,23 +172,3 @@ def check_target(out: Path, overwrite: bool) -> None:
         raise InputError(out, "exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise InputError(out, "folder is not empty (use --overwrite to replace it)")
-
-
-def staging_path(out: Path) -> Path:
-    return out.with_name(f".{out.name}.partial-{os.getpid()}")
-
-
-def replace_folder(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Rename a finished folder to OUT, replacing an empty OUT, or a full one when overwrite."""
-    check_target(out, overwrite)
-    if out.is_dir():
-        if not any(out.iterdir()):
-            out.rmdir()
-        else:
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-            return
-    os.replace(tmp, out)

@@ -25,6 +25,10 @@ class Source:
     manifest_path: Path | None = None
     manifest: dict[str, Any] | None = None
     splits: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    # shard path -> sha256 its record (the manifest, or a bare folder's stage.json) gives
+    checksums: dict[str, str] = field(default_factory=dict)
+    # where the checksums come from (a manifest or stage.json), None when nothing records them
+    checksums_from: Path | None = None
 
     def shards(self, split: str) -> list[tuple[str, int]]:
         if split not in self.splits:
@@ -46,18 +50,37 @@ def open_source(path: str | Path) -> Source:
     manifest_path = find_manifest(path)
     if manifest_path is not None:
         manifest = load_manifest(manifest_path)
-        splits = {
-            split: [(s["path"], int(s["n_samples"])) for s in split_shards(manifest_path, manifest, split)]
-            for split in _ordered(manifest["splits"])
-        }
-        return Source(dataset_dir(manifest_path, manifest), manifest_path, manifest, splits)
+        try:
+            entries = {split: split_shards(manifest_path, manifest, split) for split in _ordered(manifest["splits"])}
+            splits = {split: [(s["path"], int(s["n_samples"])) for s in shard_list]
+                      for split, shard_list in entries.items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise InputError(manifest_path, f"malformed splits in the manifest ({type(err).__name__}: {err})") from None
+        checksums = {s["path"]: s["sha256"] for shard_list in entries.values() for s in shard_list
+                     if isinstance(s.get("sha256"), str)}
+        return Source(dataset_dir(manifest_path, manifest), manifest_path, manifest, splits, checksums, manifest_path)
     found: dict[str, list[tuple[str, int]]] = {}
     for p in list_shards(path):
         split = p.name[: -len(SHARD_SUFFIX)].rsplit("-", 1)[0]
         found.setdefault(split, []).append((str(p), n_samples(p)))
     if not found:
         raise InputError(path, f"no manifest.json and no *{SHARD_SUFFIX} shards")
-    return Source(path.resolve(), None, None, {s: found[s] for s in _ordered(found)})
+    by_name, record = _recorded_checksums(path)
+    checksums = {p: by_name[Path(p).name] for shard_list in found.values() for p, _ in shard_list
+                 if Path(p).name in by_name}
+    return Source(path.resolve(), None, None, {s: found[s] for s in _ordered(found)}, checksums, record)
+
+
+def _recorded_checksums(folder: Path) -> tuple[dict[str, str], Path | None]:
+    """A stage's shard folder records each shard's sha256 in its stage.json: {file name: sha256}."""
+    from sirst5k.runner.outputs import STAGE_RECORD, read_stage_record
+
+    record = read_stage_record(folder)
+    if not isinstance(record, dict) or not isinstance(record.get("shards"), list):
+        return {}, None
+    sums = {s["path"]: s["sha256"] for s in record["shards"]
+            if isinstance(s, dict) and isinstance(s.get("path"), str) and isinstance(s.get("sha256"), str)}
+    return sums, folder / STAGE_RECORD
 
 
 def _ordered(splits) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import h5py
 import numpy as np
@@ -35,13 +35,14 @@ def manifest_version(manifest: dict[str, Any]) -> str:
     return content_version(manifest["name"], inputs, manifest["params"], manifest["producer"])
 
 
-def verify_manifest(path: str | Path, on_shard: Callable[[], None] | None = None, labels: bool = True,
+def verify_manifest(path: str | Path, labels: bool = True,
                     map_shards: Callable[[Callable, list[tuple]], Iterable[ShardReport]] | None = None) -> list[str]:
     """Every problem found, one line each naming the file; an empty list means the dataset is sound.
 
     Each shard is checked on its own by `check_shard` (in this process, or through `map_shards`,
-    e.g. on a dask cluster, which must return the reports in job order); what spans shards (ids,
-    image size, counts per split) is checked here from their reports.
+    which must return the reports in job order: `sirst5k verify` passes `runner.cluster.map_tasks`,
+    on a dask cluster or here under a progress bar); what spans shards (ids, image size, counts
+    per split) is checked here from their reports.
     """
     path = Path(path)
     try:
@@ -62,10 +63,7 @@ def verify_manifest(path: str | Path, on_shard: Callable[[], None] | None = None
     header = {k: manifest[k] for k in ("name", "version", "producer")}
     jobs = [(str(root / s["path"]), s, header, split, i, len(entry["shards"]), labels)
             for split, entry in sorted(manifest["splits"].items()) for i, s in enumerate(entry["shards"])]
-    if map_shards is None:
-        reports: Iterable[ShardReport] = _each(jobs, on_shard)
-    else:
-        reports = map_shards(check_shard, jobs)
+    reports = map_shards(check_shard, jobs) if map_shards else (check_shard(*job) for job in jobs)
     seen_ids: set[str] = set()
     listed: set[Path] = set()
     first: tuple[tuple, Path] | None = None  # the first shard's image size
@@ -157,13 +155,6 @@ class ShardReport:
     size: tuple[int, int] | None = None
 
 
-def _each(jobs: list[tuple], on_shard: Callable[[], None] | None) -> Iterator[ShardReport]:
-    for job in jobs:
-        yield check_shard(*job)
-        if on_shard:
-            on_shard()
-
-
 def check_shard(shard: str | Path, entry: dict, manifest: dict, split: str, index: int, n_shards: int,
                 labels: bool = True) -> ShardReport:
     """Checksum, schema, attributes, counts, mask values and labels of one listed shard."""
@@ -214,7 +205,7 @@ def _check_contents(f: h5py.File, shard: Path, entry: dict, manifest: dict, spli
               "split": split, "shard_index": index, "n_shards": n_shards, "producer": manifest["producer"]}
     for k, v in expect.items():
         if k in attrs and attrs[k] != v:
-            problems.append(f"{shard}: attribute {k} is {attrs[k]!r}, expected {v!r}")
+            problems.append(f"{shard}: attribute {k} is {_plain(attrs[k])!r}, expected {v!r}")
     for name in ("images", "masks"):
         if not isinstance(f.get(name), h5py.Dataset):
             problems.append(f"{shard}: no /{name}")
@@ -309,3 +300,8 @@ def _check_labels(shard: Path, masks: h5py.Dataset, meta: dict, ids: np.ndarray,
             sid, got, want = rows[0]
             problems.append(f"{shard}: {len(rows)} sample(s) whose {what[field]}, e.g. {sid}: {got} != {want}")
     return problems
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python values, so messages print `3`, not `np.int64(3)`."""
+    return value.item() if hasattr(value, "item") and getattr(value, "ndim", 1) == 0 else value

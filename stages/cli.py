@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Annotated
 
 import typer
+
+from sirst5k.stages.common import DEBUG_ENV, DEBUG_KEY
 
 # (command name, module in stages/); each module exposes `command`.
 COMMANDS = [
@@ -38,8 +41,13 @@ def build_app(names: list[str] | None = None) -> typer.Typer:
     )
 
     @cli.callback()
-    def _group() -> None:
+    def _group(
+        ctx: typer.Context,
+        debug: Annotated[bool, typer.Option("--debug", envvar=DEBUG_ENV, help="Show the traceback of an error "
+                                            "(also SIRST5K_DEBUG=1).")] = False,
+    ) -> None:
         """Build SIRST-5K-style infrared small-target datasets as versioned HDF5 shards."""
+        ctx.meta[DEBUG_KEY] = debug
 
     for name, module in COMMANDS:
         if names is None or name in names:
@@ -57,7 +65,9 @@ def __getattr__(name: str):
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    wanted = [a for a in args[:1] if a in {n for n, _ in COMMANDS}]
+    # the command is the first word that is not a global option (`sirst5k --debug ingest ...`)
+    first = next((a for a in args if not a.startswith("-")), None)
+    wanted = [first] if first in {n for n, _ in COMMANDS} else []
     build_app(wanted or None)(args=args, prog_name="sirst5k")
 
 

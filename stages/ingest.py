@@ -1,4 +1,8 @@
-"""`sirst5k ingest SOURCE --out DIR`: a labelled dataset on disk -> shards at one image size."""
+"""`sirst5k ingest SOURCE --out DIR`: a labelled dataset on disk -> shards at one image size.
+
+Options become an `IngestParams`; the layout registry lists the samples; one task per shard
+reads, checks and resizes its samples (`sirst5k.formats.layouts.load_sample`) and writes them.
+"""
 
 from __future__ import annotations
 
@@ -6,35 +10,35 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 
-from sirst5k.formats import shards
-from sirst5k.runner.cluster import open_client, run_tasks
-from sirst5k.errors import InputError
-from sirst5k.formats.layouts import SampleRef, list_labelled, load_sample
-from sirst5k.formats.manifest import write_json_atomic
-from sirst5k.runner.outputs import hash_files, scratch_path, staged_folder, task_key, write_stage_record
-from sirst5k.method.targets import batch_target_table
+from sirst5k.params import IngestParams, Layout
 
-from sirst5k.stages.common import Scheduler, Seed, Workers, user_errors, warn
+from .common import Overwrite, Scheduler, Seed, Workers, user_errors, warn
 
-STAGE = "ingest"
-LAYOUTS = ("auto", "dnanet", "basicirstd", "sirst", "sirst-v2", "folder")
+STAGE = IngestParams.STEP
+P = IngestParams
 
 
-def ingest_shard(
-    path: str, refs: list[SampleRef], split: str, index: int, n_shards: int, size: int, skip_bad: bool, key_parts: list
-) -> dict:
-    """Read, check and resize one shard's samples; write the shard. Returns its record and warnings."""
+def ingest_shard(path: str, refs: list, split: str, index: int, n_shards: int, size: int, skip_bad: bool,
+                 key_parts: list):
+    """Read, check and resize one shard's samples; write the shard. Its warnings travel back as `extra`."""
+    import numpy as np
+
+    from sirst5k.errors import InputError
+    from sirst5k.formats import shards
+    from sirst5k.formats.layouts import load_sample
+    from sirst5k.method.targets import batch_target_table
+    from sirst5k.runner.outputs import hash_files, task_key
+    from sirst5k.runner.tasks import TaskResult, reuse_shard
+
     files = [p for r in refs for p in (r.image, r.mask) if p is not None]
     key = task_key(key_parts, hash_files(files) if not skip_bad else _hash_existing(files))
-    if shards.is_complete(path, key):
+    done = reuse_shard(path, key)
+    if done is not None:
         meta = shards.read_meta(path)
-        said = _read_warnings(path, key)
-        return {"path": path, "sha256": shards.sha256_file(path), "n_samples": len(meta["sample_id"]),
-                "split": split, "warnings": said["warnings"], "skipped": said["skipped"],
-                "no_target": int((meta["n_targets"] == 0).sum())}
+        return TaskResult(done.shards, None, {**_read_warnings(path, key),
+                                              "no_target": int((meta["n_targets"] == 0).sum())})
     warnings: list[str] = []
     images, masks, rows = [], [], []
     skipped = 0
@@ -78,18 +82,23 @@ def ingest_shard(
         {"dataset": STAGE, "version": key[:16], "split": split, "shard_index": index, "n_shards": n_shards,
          "task_key": key},
     )
-    return {"path": info.path, "sha256": info.sha256, "n_samples": info.n_samples, "split": split,
-            "warnings": warnings, "skipped": skipped, "no_target": int((meta["n_targets"] == 0).sum())}
+    return TaskResult((info,), "cpu", {"warnings": warnings, "skipped": skipped,
+                                       "no_target": int((meta["n_targets"] == 0).sum())})
 
 
 # A shard's warnings wait beside it (its scratch note) while the stage runs, so a rerun after a
 # crash that reuses the shard still reports them; the note is gone once the stage completes.
 def _write_warnings(path: str, key: str, warnings: list[str], skipped: int) -> None:
+    from sirst5k.formats.manifest import write_json_atomic
+    from sirst5k.runner.outputs import scratch_path
+
     if warnings or skipped:
         write_json_atomic(scratch_path(path), {"task_key": key, "warnings": warnings, "skipped": skipped})
 
 
 def _read_warnings(path: str, key: str) -> dict:
+    from sirst5k.runner.outputs import scratch_path
+
     try:
         said = json.loads(scratch_path(path).read_text(encoding="utf-8"))
         if said.get("task_key") == key:
@@ -100,6 +109,8 @@ def _read_warnings(path: str, key: str) -> dict:
 
 
 def _hash_existing(files: list[Path]) -> str:
+    from sirst5k.runner.outputs import hash_files
+
     # With --skip-bad a missing file is a warning, not a reason to fail the hash.
     return hash_files([p for p in files if Path(p).is_file()])
 
@@ -108,51 +119,57 @@ def _hash_existing(files: list[Path]) -> str:
 def command(
     source: Annotated[Path, typer.Argument(help="Labelled dataset folder.")],
     out: Annotated[Path, typer.Option("--out", help="Output shard folder.")],
-    layout: Annotated[str, typer.Option(help=f"One of {', '.join(LAYOUTS)}.")] = "auto",
-    size: Annotated[int, typer.Option(min=16, help="Side of the square shard images (bilinear; masks nearest).")] = 256,
-    shard_size: Annotated[int, typer.Option(min=1, help="Samples per shard (one dask task each).")] = 256,
-    split_ratio: Annotated[float, typer.Option(min=0.0, max=1.0, help="Train fraction for the folder layout.")] = 0.5,
-    skip_bad: Annotated[bool, typer.Option("--skip-bad/--no-skip-bad", help="Warn about bad files and leave them out.")] = False,
-    seed: Seed = 0,
+    layout: Annotated[Layout, typer.Option(help=P.help("layout"))] = P.layout,
+    size: Annotated[int, typer.Option(help=P.help("size"))] = P.size,
+    shard_size: Annotated[int, typer.Option(help=P.help("shard_size"))] = P.shard_size,
+    split_ratio: Annotated[float, typer.Option(help=P.help("split_ratio"))] = P.split_ratio,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad/--no-skip-bad", help=P.help("skip_bad"))] = P.skip_bad,
+    seed: Seed = P.seed,
     workers: Workers = None,
     scheduler: Scheduler = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Read a labelled dataset (DNANet, BasicIRSTD, SIRST, SIRST-V2 or plain folder) into shards."""
-    if layout not in LAYOUTS:
-        raise typer.BadParameter(f"--layout {layout}: use one of {', '.join(LAYOUTS)}")
+    from sirst5k.errors import InputError
+    from sirst5k.formats import shards
+    from sirst5k.formats.layouts import list_labelled
+    from sirst5k.runner.outputs import task_key
+    from sirst5k.runner.tasks import shard_stage
+
+    params = IngestParams(layout=layout, size=size, shard_size=shard_size, split_ratio=split_ratio,
+                          skip_bad=skip_bad, seed=seed)
     labelled = list_labelled(source, layout, split_ratio=split_ratio, seed=seed, skip_bad=skip_bad)
     for problem in labelled.problems:
         warn(f"{problem}; left out")
-    params = {"layout": labelled.layout, "size": size, "shard_size": shard_size, "split_ratio": split_ratio,
-              "skip_bad": skip_bad, "seed": seed}
-    with staged_folder(out) as tmp:
-        tasks = []
-        plan = []
+    version = params.replace(layout=labelled.layout).version_dict()
+    with shard_stage(out, STAGE, [source], workers=workers, scheduler=scheduler, device="cpu",
+                     overwrite=overwrite) as run:
+        tasks, plan, splits = [], [], []
         for split in ("train", "test"):
             refs = [r for r in labelled.samples if r.split == split]
-            groups = [refs[i : i + shard_size] for i in range(0, len(refs), shard_size)]
+            groups = [refs[i: i + shard_size] for i in range(0, len(refs), shard_size)]
             for i, group in enumerate(groups):
                 name = shards.shard_name(split, i)
                 plan.append(name)
-                tasks.append((str(tmp / name), group, split, i, len(groups), size, skip_bad,
-                              [STAGE, params, [r.id for r in group]]))
-        shards.remove_stale(tmp, plan)
-        with open_client(workers, scheduler, "cpu") as client:
-            results = run_tasks(client, ingest_shard, tasks, "ingest")
+                splits.append(split)
+                tasks.append((str(run.folder / name), group, split, i, len(groups), size, skip_bad,
+                              [STAGE, version, [r.id for r in group]]))
+        run.keep_only(plan)
+        results = run.run(ingest_shard, tasks, "ingest")
         for r in results:
-            for w in r["warnings"]:
+            for w in r.extra["warnings"]:
                 warn(w)
-        skipped = sum(r["skipped"] for r in results) + len(labelled.problems)
-        n_warnings = sum(len(r["warnings"]) for r in results) - sum(r["skipped"] for r in results)
-        if not sum(r["n_samples"] for r in results):
+        skipped = sum(r.extra["skipped"] for r in results) + len(labelled.problems)
+        n_warnings = sum(len(r.extra["warnings"]) for r in results) - sum(r.extra["skipped"] for r in results)
+        if not sum(info.n_samples for r in results for info in r.shards):
             raise InputError(source, f"no usable samples: all {skipped} listed file(s) were bad")
-        records = [{k: (Path(r["path"]).name if k == "path" else r[k]) for k in ("path", "sha256", "n_samples", "split")}
-                   for r in results]
-        inputs = {"source": {"path": str(source), "layout": labelled.layout, "n_images": sum(r["n_samples"] for r in results),
+        records = [info.record(split) for r, split in zip(results, splits) for info in r.shards]
+        inputs = {"source": {"path": str(source), "layout": labelled.layout,
+                             "n_images": sum(r["n_samples"] for r in records),
                              "content_hash": task_key([r["sha256"] for r in records])}}
-        write_stage_record(tmp, STAGE, {STAGE: params}, inputs, records)
-    counts = {s: sum(r["n_samples"] for r in results if r["split"] == s) for s in ("train", "test")}
-    no_target = sum(r["no_target"] for r in results)
+        run.record(STAGE, {STAGE: version}, inputs, records)
+    counts = {s: sum(r["n_samples"] for r in records if r["split"] == s) for s in ("train", "test")}
+    no_target = sum(r.extra["no_target"] for r in results)
     typer.echo(f"ingest: {labelled.layout} layout, {counts['train']} train / {counts['test']} test samples "
                f"at {size}x{size} in {out}" + (f", {no_target} with no target" if no_target else "")
                + (f"; {skipped} bad file(s) skipped" if skip_bad else "")

@@ -10,32 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import h5py
-import numpy as np
 import typer
 
 from sirst5k.errors import InputError
-from sirst5k.formats.imageio import write_png
-from sirst5k.formats.layouts import SampleRef, load_sample
-from sirst5k.report.modes import mode_sheet, mode_tiles
 
 from sirst5k.stages.common import Seed, user_errors, warn
-
-
-def read_bank_patches(path: Path) -> np.ndarray:
-    """The bank's `/patches`, uint8 [R, w, w]; InputError (one line) when it is not a usable bank."""
-    try:
-        with h5py.File(path, "r") as f:
-            patches = f["patches"][()]
-    except FileNotFoundError:
-        raise InputError(path, "cannot read noise bank: no such file") from None
-    except (OSError, KeyError) as err:
-        raise InputError(path, f"not a noise bank: {' '.join(str(err).split())}") from None
-    if patches.ndim != 3 or patches.shape[1] != patches.shape[2]:
-        raise InputError(path, f"noise bank /patches must be [R, w, w], got {patches.shape}")
-    if len(patches) == 0:
-        raise InputError(path, "noise bank is empty")
-    return np.asarray(patches, np.uint8)
 
 
 @user_errors
@@ -49,10 +28,17 @@ def command(
     seed: Seed = 0,
 ) -> None:
     """Draw every transfer and negative mode applied to one image, as one contact sheet."""
+    import numpy as np
+
+    from sirst5k.formats.bank import read_patches
+    from sirst5k.formats.imageio import write_png
+    from sirst5k.formats.layouts import SampleRef, load_sample
+    from sirst5k.report.modes import mode_sheet, mode_tiles
+
     sample = load_sample(SampleRef(image.stem, image, mask, "train"), size)
     for w in sample.warnings:
         warn(w)
-    patches = read_bank_patches(noise_bank)
+    patches = read_patches(noise_bank)
     try:
         tiles = mode_tiles(sample.image, sample.mask, patches, seed=seed, target=target, key=image.stem)
     except ValueError as err:

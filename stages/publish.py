@@ -1,7 +1,9 @@
 """`sirst5k publish`: the final dataset: train = originals (+ transfers) + negatives, test = originals.
 
-Reshards the inputs into `--shard-size` shards (one dask task each), writes the manifest
-(`manifests/<name>.json`, and `manifest.json` inside the dataset folder), then verifies it.
+Reshards the inputs into `--shard-size` shards (one dask task each) in a staging folder, writes
+`manifest.json` there and verifies the staged dataset; only a dataset that passed is swapped in,
+with its manifest (`manifests/<name>.json`). On any failure the previous dataset folder and
+manifest stay as they were, byte for byte.
 """
 
 from __future__ import annotations
@@ -10,27 +12,32 @@ import os
 from pathlib import Path
 from typing import Annotated, Optional
 
-import numpy as np
 import typer
 
 from sirst5k import PRODUCER
-from sirst5k.formats import shards
-from sirst5k.runner.cluster import open_client, run_tasks
-from sirst5k.errors import InputError
-from sirst5k.formats.manifest import IN_DATASET_NAME, MANIFEST_SCHEMA_VERSION, content_version, write_json_atomic
-from sirst5k.runner.outputs import input_shards, check_can_create, read_stage_record, staged_folder, task_key
-from sirst5k.verify import manifest_version, verify_manifest
+from sirst5k.errors import InputError, OutputError
+from sirst5k.params import PublishParams
 
-from sirst5k.stages.common import Scheduler, Workers, fail, user_errors
+from .common import Overwrite, Scheduler, Workers, user_errors
 
-STAGE = "publish"
+# numpy, h5py (shards, verify), dask and the manifest writer are imported where used: `--help` stays light
+P = PublishParams
+STAGE = P.STEP
+IN_DATASET_NAME = "manifest.json"  # sirst5k.formats.manifest.IN_DATASET_NAME
 
 
-def publish_shard(dst: str, pieces: list[tuple[str, int, int]], attrs: dict) -> dict:
+def publish_shard(dst: str, pieces: list[tuple[str, int, int]], attrs: dict):
     """Copy the listed row ranges of input shards into one final shard."""
+    import numpy as np
+
+    from sirst5k.formats import shards
+    from sirst5k.runner.outputs import task_key
+    from sirst5k.runner.tasks import TaskResult, reuse_shard
+
     key = task_key(STAGE, attrs, pieces and [(Path(p).name, a, b) for p, a, b in pieces])
-    if shards.is_complete(dst, key):
-        return {"path": dst, "sha256": shards.sha256_file(dst), "n_samples": shards.n_samples(dst)}
+    done = reuse_shard(dst, key)
+    if done is not None:
+        return done
     imgs, msks, metas = [], [], []
     for path, start, stop in pieces:
         i, m, meta = shards.read_shard(path, slice(start, stop))
@@ -39,7 +46,7 @@ def publish_shard(dst: str, pieces: list[tuple[str, int, int]], attrs: dict) -> 
         metas.append(meta)
     info = shards.write_shard(dst, np.concatenate(imgs), np.concatenate(msks), shards.concat_meta(metas),
                               {**attrs, "task_key": key})
-    return {"path": info.path, "sha256": info.sha256, "n_samples": info.n_samples}
+    return TaskResult((info,), "cpu")
 
 
 def plan_split(sources: list[tuple[Path, int]], shard_size: int) -> list[list[tuple[str, int, int]]]:
@@ -63,6 +70,10 @@ def plan_split(sources: list[tuple[Path, int]], shard_size: int) -> list[list[tu
 
 
 def _kind_counts(paths: list[Path]) -> dict[str, int]:
+    import numpy as np
+
+    from sirst5k.formats import shards
+
     counts = {k: 0 for k in shards.KINDS}
     for p in paths:
         kinds, n = np.unique(shards.read_meta(p)["kind"], return_counts=True)
@@ -78,62 +89,131 @@ def command(
     out: Annotated[Path, typer.Option("--out", help="Dataset folder to write (e.g. output/sirst5k).")],
     manifest: Annotated[Path, typer.Option("--manifest", help="Manifest file to write (e.g. manifests/sirst5k.json).")],
     transfer: Annotated[Optional[Path], typer.Option("--transfer", help="Also publish the noise-transferred images.")] = None,
-    name: Annotated[str, typer.Option(help="Dataset name.")] = "sirst5k",
-    shard_size: Annotated[int, typer.Option(min=1, help="Samples per final shard.")] = 1024,
-    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Verify the result against its manifest.")] = True,
+    name: Annotated[str, typer.Option(help=P.help("name"))] = P.name,
+    shard_size: Annotated[int, typer.Option(help=P.help("shard_size"))] = P.shard_size,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Verify the staged dataset before it is "
+                                         "swapped in.")] = True,
+    overwrite: Overwrite = False,
     workers: Workers = None,
     scheduler: Scheduler = None,
 ) -> None:
-    """Assemble the final shards and the manifest."""
-    # before any work: a dataset whose manifest cannot be written would be published undescribed
-    check_can_create(manifest)
+    """Assemble the final shards and the manifest; swap them in only once they verify."""
+    from sirst5k.formats import shards
+    from sirst5k.formats.manifest import MANIFEST_SCHEMA_VERSION, content_version, write_json_atomic
+    from sirst5k.runner.cluster import open_client
+    from sirst5k.runner.outputs import (check_output_file, check_output_folder, input_shards, read_stage_record,
+                                        staged_folder)
+    from sirst5k.verify import manifest_version
+
+    publish = PublishParams(name=name, shard_size=shard_size, transfer=transfer is not None)
+    sources = [ingest, negatives, *([transfer] if transfer else [])]
+    # before any work: where the dataset and its manifest go (a dataset whose manifest cannot be
+    # written would be published undescribed)
+    check_output_folder(out, STAGE, sources, overwrite)
+    check_output_file(manifest, STAGE, sources, overwrite)
+    _check_manifest_place(manifest, out)
     train_sources = input_shards(ingest, "train")
     test_sources = input_shards(ingest, "test")
-    neg_sources = [(p, sha) for p, sha in input_shards(negatives, "train")]
+    neg_sources = input_shards(negatives, "train")
     tr_sources = input_shards(transfer, "train") if transfer else []
     splits = {"train": train_sources + tr_sources + neg_sources, "test": test_sources}
-    records = [read_stage_record(f) or {} for f in (ingest, negatives, *( [transfer] if transfer else []))]
+    records = [read_stage_record(f) or {} for f in sources]
     params: dict = {}
     inputs: dict = {}
     for r in records:
         params.update(r.get("params", {}))
         inputs.update(r.get("inputs", {}))
-    params[STAGE] = {"name": name, "shard_size": shard_size, "transfer": transfer is not None}
+    params[STAGE] = publish.version_dict()
+    # from the bytes input_shards read, not from the upstream records
     inputs["shards_hash"] = content_version(sorted(sha for srcs in splits.values() for _, sha in srcs))
     doc = {"schema_version": MANIFEST_SCHEMA_VERSION, "name": name, "producer": PRODUCER, "params": params,
            "inputs": inputs}
     doc["version"] = manifest_version(doc)
     plans = {split: plan_split([(p, shards.n_samples(p)) for p, _ in srcs], shard_size) for split, srcs in splits.items()}
-    # one cluster for the copy and the verification
-    with open_client(workers, scheduler, "cpu") as client:
-        with staged_folder(out) as tmp:
-            names = [shards.shard_name(split, i) for split, pl in plans.items() for i in range(len(pl))]
-            shards.remove_stale(tmp, names)
-            tasks = [(str(tmp / shards.shard_name(split, i)), pieces,
-                      {"dataset": name, "version": doc["version"], "split": split, "shard_index": i, "n_shards": len(pl)})
-                     for split, pl in plans.items() for i, pieces in enumerate(pl)]
-            results = run_tasks(client, publish_shard, tasks, "publish")
-            by_split: dict[str, list[dict]] = {s: [] for s in plans}
-            for (dst, _, attrs), r in zip(tasks, results):
-                by_split[attrs["split"]].append({"path": Path(dst).name, "sha256": r["sha256"],
-                                                 "n_samples": r["n_samples"]})
-            doc["splits"] = {
-                split: {"n_samples": sum(s["n_samples"] for s in entries),
-                        "kinds": _kind_counts([p for p, _ in splits[split]]),
-                        "shards": entries}
-                for split, entries in by_split.items()
-            }
+    rel = os.path.relpath(out.resolve(), manifest.resolve().parent)
+    staged_manifest: Path | None = None
+    try:
+        # one cluster for the copy and the verification; connected before anything is created, so
+        # a scheduler that does not answer leaves no trace
+        with open_client(workers, scheduler, "cpu") as client, staged_folder(out, STAGE, sources, overwrite) as tmp:
+            doc["splits"] = _build(client, tmp, plans, splits, doc, name)
             write_json_atomic(tmp / IN_DATASET_NAME, {**doc, "dataset_dir": "."})
-        rel = os.path.relpath(out.resolve(), manifest.resolve().parent)
-        write_json_atomic(manifest, {**doc, "dataset_dir": rel})
-        counts = ", ".join(f"{s}: {v['n_samples']} ({', '.join(f'{k} {n}' for k, n in v['kinds'].items() if n)})"
-                           for s, v in doc["splits"].items())
-        typer.echo(f"publish: {name} {doc['version']} -> {out} [{counts}]; manifest {manifest}")
-        if verify:
-            n_shards = sum(len(v["shards"]) for v in doc["splits"].values())
-            problems = verify_manifest(manifest, map_shards=lambda fn, jobs: run_tasks(client, fn, jobs, "verify"))
-            if problems:
-                for p in problems:
-                    typer.echo(f"error: {p}", err=True)
-                fail(f"{manifest}: {len(problems)} problem(s) found by verify")
-            typer.echo(f"verify: {n_shards} shards OK")
+            if verify:
+                _verify_staged(client, tmp, out, manifest)
+            staged_manifest = _stage_manifest(manifest, {**doc, "dataset_dir": rel})
+        # the folder is in place: the manifest follows (a rename, which cannot run out of space)
+        try:
+            os.replace(staged_manifest, manifest)
+        except OSError as err:
+            raise OutputError(manifest, f"cannot write: {err.strerror or err}") from err
+        staged_manifest = None
+    finally:
+        if staged_manifest is not None:
+            staged_manifest.unlink(missing_ok=True)
+    counts = ", ".join(f"{s}: {v['n_samples']} ({', '.join(f'{k} {n}' for k, n in v['kinds'].items() if n)})"
+                       for s, v in doc["splits"].items())
+    typer.echo(f"publish: {name} {doc['version']} -> {out} [{counts}]; manifest {manifest}")
+    if verify:
+        n_shards = sum(len(v["shards"]) for v in doc["splits"].values())
+        typer.echo(f"verify: {n_shards} shards OK")
+
+
+def _check_manifest_place(manifest: Path, out: Path) -> None:
+    """The manifest must survive the swap of `out`: not inside it (its own manifest.json aside)."""
+    m, o = Path(os.path.abspath(manifest)), Path(os.path.abspath(out))
+    if (o in m.parents or manifest.resolve().is_relative_to(out.resolve())) and \
+            manifest.resolve() != (out / IN_DATASET_NAME).resolve():
+        raise OutputError(manifest, f"is inside the dataset folder {out}, which publish replaces; "
+                                    "put the manifest elsewhere (e.g. manifests/NAME.json)")
+
+
+def _build(client, tmp: Path, plans: dict, splits: dict, doc: dict, name: str) -> dict:
+    """Write the final shards into the staging folder; the manifest's `splits`."""
+    from sirst5k.formats import shards
+
+    names = [shards.shard_name(split, i) for split, pl in plans.items() for i in range(len(pl))]
+    shards.remove_stale(tmp, names)
+    tasks = [(str(tmp / shards.shard_name(split, i)), pieces,
+              {"dataset": name, "version": doc["version"], "split": split, "shard_index": i, "n_shards": len(pl)})
+             for split, pl in plans.items() for i, pieces in enumerate(pl)]
+    from sirst5k.runner.cluster import run_tasks
+
+    results = run_tasks(client, publish_shard, tasks, "publish")
+    by_split: dict[str, list[dict]] = {s: [] for s in plans}
+    for (_, _, attrs), r in zip(tasks, results):
+        by_split[attrs["split"]].extend(info.record() for info in r.shards)
+    return {
+        split: {"n_samples": sum(s["n_samples"] for s in entries),
+                "kinds": _kind_counts([p for p, _ in splits[split]]),
+                "shards": entries}
+        for split, entries in by_split.items()
+    }
+
+
+def _verify_staged(client, tmp: Path, out: Path, manifest: Path) -> None:
+    """Verify the staged dataset; on a problem, name each and refuse the swap (InputError)."""
+    from sirst5k.runner.cluster import run_tasks
+    from sirst5k.verify import verify_manifest
+
+    problems = verify_manifest(tmp / IN_DATASET_NAME, map_shards=lambda fn, jobs: run_tasks(client, fn, jobs, "verify"))
+    if not problems:
+        return
+    for p in problems:
+        # the staging folder is about to go: name the files as they would have been
+        typer.echo(f"error: {p.replace(str(tmp), str(out))}", err=True)
+    raise InputError(out, f"the new build failed verify ({len(problems)} problem(s) above); "
+                          f"the previous dataset and {manifest} are left as they were")
+
+
+def _stage_manifest(manifest: Path, doc: dict) -> Path:
+    """The manifest under a temporary name beside its place, to be renamed once the folder is in."""
+    from sirst5k.formats.manifest import canonical_json
+
+    tmp = manifest.with_name(f".{manifest.name}.partial-{os.getpid()}")
+    try:
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(canonical_json(doc), encoding="utf-8")
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(manifest, f"cannot write: {err.strerror or err}") from err
+    return tmp

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from sirst5k.stages.common import Scheduler, Workers, user_errors
+from .common import Overwrite, Scheduler, Workers, user_errors
 
 
 @user_errors
@@ -18,31 +19,21 @@ def command(
     ] = None,
     workers: Workers = None,
     scheduler: Scheduler = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Write stats.json, plots, contact sheets and the dataset card of a dataset.
 
     With --workers or --scheduler the shards are summarised as dask tasks; otherwise here, one
     after another (a few seconds for 5,000 samples).
     """
-    from sirst5k.runner.cluster import progress_bar
     from sirst5k.report.build import build_report, report_dir
+    from sirst5k.runner.cluster import map_tasks, open_client
+    from sirst5k.sources import open_source
 
-    target = out if out is not None else report_dir(dataset)
-    if workers or scheduler:
-        from sirst5k.runner.cluster import open_client, run_tasks
-
-        with open_client(workers, scheduler, device="cpu") as client:
-            stats = build_report(dataset, target, map_fn=lambda fn, tasks: run_tasks(client, fn, tasks, "report"))
-    else:
-
-        def local(fn, tasks):
-            results = []
-            with progress_bar("report", len(tasks)) as advance:
-                for args in tasks:
-                    results.append(fn(*args))
-                    advance()
-            return results
-
-        stats = build_report(dataset, target, map_fn=local)
+    source = open_source(dataset)
+    target = out if out is not None else report_dir(source)
+    with open_client(workers, scheduler, device="cpu") if workers or scheduler else nullcontext() as client:
+        stats = build_report(source, target, map_fn=lambda fn, tasks: map_tasks(fn, tasks, "report", client),
+                             overwrite=overwrite)
     splits = ", ".join(f"{name} {s['samples']}" for name, s in stats["splits"].items())
     typer.echo(f"report: {stats['samples']} samples ({splits}), {stats['targets']} targets -> {target}")

@@ -9,21 +9,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 
-from sirst5k.method import rng
-from sirst5k.runner.cluster import open_client, run_tasks
-from sirst5k.formats.imageio import write_png
-from sirst5k.runner.outputs import staged_folder
-from sirst5k.method.synth import make_labelled_sample, make_sequence
+from sirst5k.params import SynthParams
 
-from sirst5k.stages.common import Scheduler, Seed, Workers, user_errors
+from .common import Overwrite, Scheduler, Seed, Workers, user_errors
 
+P = SynthParams
+STAGE = P.STEP
 CHUNK = 128  # images per task: enough to amortise dask's per-task cost
 
 
 def _write_images(folder: str, seed: int, indices: list[int], size: int) -> int:
+    from sirst5k.formats.imageio import write_png
+    from sirst5k.method.synth import make_labelled_sample
+
     folder = Path(folder)
     for i in indices:
         image, mask = make_labelled_sample(seed, i, size)
@@ -33,6 +33,9 @@ def _write_images(folder: str, seed: int, indices: list[int], size: int) -> int:
 
 
 def _write_sequence(folder: str, seed: int, index: int, n_frames: int, size: int) -> int:
+    from sirst5k.formats.imageio import write_png
+    from sirst5k.method.synth import make_sequence
+
     frames = make_sequence(seed, index, n_frames, size)
     seq = Path(folder) / f"seq{index + 1:03d}"
     for t, frame in enumerate(frames):
@@ -42,38 +45,39 @@ def _write_sequence(folder: str, seed: int, index: int, n_frames: int, size: int
 
 def split_ids(n_images: int, seed: int) -> tuple[list[str], list[str]]:
     """A seeded 50/50 split: floor(n/2) train ids, the rest test (1,327 -> 663 / 664, as NUDT-SIRST)."""
+    from sirst5k.method.rng import generator
+
     ids = [f"{i + 1:06d}" for i in range(n_images)]
-    order = rng.generator(seed, "synth", "split").permutation(n_images)
+    order = generator(seed, "synth", "split").permutation(n_images)
     train = sorted(ids[i] for i in order[: n_images // 2])
-    test = sorted(ids[i] for i in order[n_images // 2 :])
+    test = sorted(ids[i] for i in order[n_images // 2:])
     return train, test
 
 
 @user_errors
 def command(
     out: Annotated[Path, typer.Argument(help="Folder that receives source/ and frames/.")],
-    images: Annotated[int, typer.Option(min=2, help="Labelled images.")] = 1327,
-    sequences: Annotated[int, typer.Option(min=1, help="Frame sequences for the noise bank.")] = 4,
-    frames: Annotated[int, typer.Option(min=2, help="Frames per sequence.")] = 8,
-    size: Annotated[int, typer.Option(min=32, help="Image and frame side in pixels.")] = 256,
-    seed: Seed = 0,
+    images: Annotated[int, typer.Option(help=P.help("images"))] = P.images,
+    sequences: Annotated[int, typer.Option(help=P.help("sequences"))] = P.sequences,
+    frames: Annotated[int, typer.Option(help=P.help("frames"))] = P.frames,
+    size: Annotated[int, typer.Option(help=P.help("size"))] = P.size,
+    seed: Seed = P.seed,
     workers: Workers = None,
     scheduler: Scheduler = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Write the built-in synthetic infrared source (labelled set + frame sequences)."""
+    from sirst5k.runner.tasks import shard_stage
+
+    params = SynthParams(images=images, sequences=sequences, frames=frames, size=size, seed=seed)
     chunks = [list(range(s, min(s + CHUNK, images))) for s in range(0, images, CHUNK)]
-    with staged_folder(out / "source") as src, staged_folder(out / "frames") as frm:
-        with open_client(workers, scheduler, "cpu") as client:
-            run_tasks(client, _write_images, [(str(src), seed, c, size) for c in chunks], "synth images")
-            run_tasks(
-                client,
-                _write_sequence,
-                [(str(frm), seed, s, frames, size) for s in range(sequences)],
-                "synth frames",
-            )
+    with shard_stage(out / "source", STAGE, workers=workers, scheduler=scheduler, overwrite=overwrite) as src, \
+            shard_stage(out / "frames", STAGE, overwrite=overwrite) as frm:
+        src.run(_write_images, [(str(src.folder), seed, c, size) for c in chunks], "synth images")
+        src.run(_write_sequence, [(str(frm.folder), seed, s, frames, size) for s in range(sequences)], "synth frames")
         train, test = split_ids(images, seed)
-        (src / "50_50").mkdir(exist_ok=True)
-        (src / "50_50" / "train.txt").write_text("".join(f"{i}\n" for i in train))
-        (src / "50_50" / "test.txt").write_text("".join(f"{i}\n" for i in test))
-    typer.echo(f"synth: {images} images ({len(train)} train / {len(test)} test) in {out / 'source'}, "
+        (src.folder / "50_50").mkdir(exist_ok=True)
+        (src.folder / "50_50" / "train.txt").write_text("".join(f"{i}\n" for i in train))
+        (src.folder / "50_50" / "test.txt").write_text("".join(f"{i}\n" for i in test))
+    typer.echo(f"synth: {params.images} images ({len(train)} train / {len(test)} test) in {out / 'source'}, "
                f"{sequences} sequences x {frames} frames in {out / 'frames'}")

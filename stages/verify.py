@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from sirst5k.runner.cluster import open_client, progress_bar, run_tasks
-from sirst5k.formats.manifest import find_manifest, load_manifest
-
-from sirst5k.stages.common import Scheduler, fail, user_errors
+from .common import Scheduler, fail, user_errors
 
 
 @user_errors
@@ -22,6 +20,8 @@ def command(
     scheduler: Scheduler = None,
 ) -> None:
     """Check a published dataset against its manifest; exit 1 naming every problem."""
+    from sirst5k.formats.manifest import find_manifest, load_manifest
+    from sirst5k.runner.cluster import map_tasks, open_client
     from sirst5k.verify import verify_manifest
 
     path = find_manifest(manifest)
@@ -31,13 +31,9 @@ def command(
         n = sum(len(v.get("shards", [])) for v in load_manifest(path)["splits"].values())
     except Exception:  # a broken manifest is reported by verify_manifest itself
         n = 0
-    if workers or scheduler:
-        with open_client(workers, scheduler, "cpu") as client:
-            problems = verify_manifest(path, labels=labels, map_shards=lambda fn, jobs: run_tasks(client, fn, jobs,
-                                                                                                  "verify"))
-    else:
-        with progress_bar("verify", n) as advance:
-            problems = verify_manifest(path, on_shard=advance, labels=labels)
+    with open_client(workers, scheduler, "cpu") if workers or scheduler else nullcontext() as client:
+        problems = verify_manifest(path, labels=labels,
+                                   map_shards=lambda fn, jobs: map_tasks(fn, jobs, "verify", client))
     if problems:
         for p in problems:
             typer.echo(f"error: {p}", err=True)

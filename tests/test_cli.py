@@ -30,3 +30,14 @@ def test_cpu_stages_start_without_torch() -> None:
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False"
+
+
+def test_global_options_come_before_the_command(capsys) -> None:
+    # `sirst5k --debug verify ...`: the command is the first word that is not an option
+    try:
+        main(["--debug", "verify", "--help"])
+    except SystemExit as done:
+        assert done.code == 0
+    assert "Usage: sirst5k verify" in capsys.readouterr().out
+    names = {c.name for c in build_app(["verify"]).registered_commands}
+    assert names == {"verify"}

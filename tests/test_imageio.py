@@ -295,3 +295,20 @@ def test_write_png_rejects_bad_arrays(tmp_path):
     with pytest.raises(ValueError):
         write_png(tmp_path / "f.png", np.zeros((4, 4), np.float32))
     assert not os.listdir(tmp_path)
+
+
+def test_thresholded_mask_says_how_many_target_pixels_were_lost(tmp_path):
+    # an anti-aliased target: a bright core of 2 pixels, a soft rim of 5 that the threshold drops
+    m = np.zeros((6, 6), np.uint8)
+    m[2, 2:4] = 255
+    m[1, 2:4] = 90
+    m[3, 1:4] = 40
+    _, warnings = binarise_mask(m, "soft.png")
+    assert warnings == ["soft.png: mask has 5 pixels not 0 or 255; binarised at value > 127: 5 non-zero pixel(s) "
+                        "at or below 127 dropped from the target(s), 2 target pixel(s) kept"]
+    m[m == 90] = 200  # the rim above the threshold is kept
+    _, warnings = binarise_mask(m, "soft.png")
+    assert warnings[0].endswith(": 3 non-zero pixel(s) at or below 127 dropped from the target(s), 4 target pixel(s) kept")
+    m[m == 40] = 130
+    _, warnings = binarise_mask(m, "soft.png")
+    assert warnings[0].endswith("no target pixel lost, 7 kept")

@@ -273,7 +273,7 @@ def test_resize_erasing_every_target_warns_and_keeps_the_sample(tmp_path: Path, 
 
 def test_a_rerun_after_a_crash_repeats_the_warnings_of_reused_shards(tmp_path: Path, scheduler: str,
                                                                      monkeypatch) -> None:
-    import sirst5k.stages.ingest as ingest_stage
+    import sirst5k.runner.tasks as runner_tasks
 
     source = make_dataset(tmp_path / "src")
     write_image(source / "images" / "000003.png", size=(64, 64))
@@ -285,7 +285,7 @@ def test_a_rerun_after_a_crash_repeats_the_warnings_of_reused_shards(tmp_path: P
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(ingest_stage, "write_stage_record", crash)
+        m.setattr(runner_tasks, "write_stage_record", crash)
         first = runner.invoke(app, args)
     assert first.exit_code != 0 and not out.exists()
     partial = [p for p in tmp_path.iterdir() if p.name.startswith(".out")]

@@ -1,4 +1,4 @@
-"""pipeline.layouts: labelled datasets and frame folders as they are published."""
+"""formats.layouts and formats.frames: labelled datasets and frame folders as they are published."""
 
 from __future__ import annotations
 
@@ -9,18 +9,18 @@ import pytest
 from PIL import Image
 
 from sirst5k.errors import InputError
+from sirst5k.formats.frames import frame_sizes, list_sequences, split_frame_name
 from sirst5k.formats.layouts import (
+    LAYOUT_CHOICES,
     LAYOUTS,
+    REGISTRY,
     LabelledSet,
     SampleRef,
     detect_layout,
-    frame_sizes,
     list_labelled,
-    list_sequences,
     load_sample,
     read_split_list,
     seeded_split,
-    split_frame_name,
 )
 
 H, W = 10, 14
@@ -473,3 +473,6 @@ def test_real_sirst_v2_frames(sirst_v2_frames):
 
 def test_layouts_constant():
     assert LAYOUTS == ("dnanet", "basicirstd", "sirst", "sirst-v2", "folder")
+    # the choices are the registry's names, written once
+    assert LAYOUTS == tuple(layout.name for layout in REGISTRY)
+    assert LAYOUT_CHOICES == ("auto", *LAYOUTS)

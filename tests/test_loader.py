@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import zlib
 from pathlib import Path
@@ -213,3 +214,105 @@ def test_errors(toy, tmp_path):
     assert len(ds) == 6
     with pytest.raises(InputError, match="holds 4 samples"):
         ds[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 13: every error names the shard; verify=True checks each shard's sha256 on first open
+
+
+def test_truncated_shard_names_the_shard(toy):
+    root, _ = toy
+    shard = root / "train-00001.h5"
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    ds = ShardDataset(root, split="train")
+    assert ds[0][0].shape == (1, H, W)  # the intact shard still serves
+    with pytest.raises(InputError) as err:
+        ds[6]
+    assert str(shard) in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(InputError, match="train-00001.h5"):
+        ds.meta
+
+
+def test_missing_and_non_hdf5_shards_name_the_shard(toy):
+    root, _ = toy
+    (root / "train-00000.h5").write_bytes(b"not hdf5 at all" * 100)
+    (root / "train-00001.h5").unlink()
+    ds = ShardDataset(root / "manifest.json", split="train")
+    with pytest.raises(InputError, match="train-00000.h5: cannot open shard"):
+        ds[0]
+    with pytest.raises(InputError, match="train-00001.h5: cannot open shard"):
+        ds[8]
+
+
+def _flip_in_chunk(path: Path, dataset: str, row: int) -> None:
+    """Flip one byte inside the stored chunk of `row` of `/dataset` (images raw, masks gzip)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        info = f[dataset].id.get_chunk_info(row)
+    with open(path, "r+b") as fh:
+        fh.seek(info.byte_offset + info.size // 2)
+        b = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([b[0] ^ 0xFF]))
+
+
+def test_bit_flip_is_served_silently_without_verify_and_refused_with_it(toy):
+    root, arrays = toy
+    shard = root / "test-00000.h5"
+    _flip_in_chunk(shard, "images", 1)
+    plain = ShardDataset(root, split="test", dtype="uint8")
+    assert not torch.equal(plain[1][0][0], torch.from_numpy(arrays["test"][0][1]))  # what verify is for
+    checked = ShardDataset(root, split="test", verify=True)
+    with pytest.raises(InputError) as err:
+        checked[0]
+    assert str(shard) in str(err.value) and "sha256" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(InputError, match="test-00000.h5"):
+        ShardDataset(root / "manifest.json", split="test", verify=True).verify_all()
+    # an intact split passes and serves the same samples
+    train = ShardDataset(root, split="train", verify=True)
+    train.verify_all()
+    assert torch.equal(train[8][0], ShardDataset(root, split="train")[8][0])
+
+
+def test_damaged_compressed_chunk_names_the_shard(toy):
+    root, _ = toy
+    shard = root / "test-00000.h5"
+    _flip_in_chunk(shard, "masks", 2)
+    ds = ShardDataset(root, split="test")
+    with pytest.raises(InputError) as err:
+        ds[2]
+    assert str(shard) in str(err.value) and "sample 2" in str(err.value)
+
+
+def test_verify_needs_a_record_and_uses_stage_json_in_a_bare_folder(toy, tmp_path):
+    from sirst5k.runner.outputs import write_stage_record
+
+    root, _ = toy
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for p in root.glob("*.h5"):
+        (bare / p.name).write_bytes(p.read_bytes())
+    with pytest.raises(InputError, match="needs each shard's sha256"):
+        ShardDataset(bare, split="train", verify=True)
+    manifest = json.loads((root / "manifest.json").read_text())
+    records = [s for split in manifest["splits"].values() for s in split["shards"]]
+    write_stage_record(bare, "ingest", {}, {}, records)
+    ShardDataset(bare, split="train", verify=True).verify_all()
+    _flip_in_chunk(bare / "train-00000.h5", "images", 0)
+    with pytest.raises(InputError, match="train-00000.h5: sha256"):
+        ShardDataset(bare, split="train", verify=True)[0]
+
+
+def test_verified_shards_are_not_hashed_again_in_workers(toy, monkeypatch):
+    import sirst5k.loader as loader_mod
+
+    root, _ = toy
+    ds = ShardDataset(root, split="train", verify=True)
+    ds.verify_all()
+    calls = []
+    monkeypatch.setattr(loader_mod, "sha256_file", lambda p: calls.append(p) or "x")
+    copy = pickle.loads(pickle.dumps(ds))
+    copy[0], copy[8]
+    assert calls == []

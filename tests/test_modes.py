@@ -30,7 +30,7 @@ from sirst5k.report.modes import (
     zoom_crop,
 )
 from sirst5k.method.negatives import apply_negatives, label_check, negative_boxes
-from sirst5k.report.build import BOX
+from sirst5k.report.drawing import BOX
 from sirst5k.method.targets import label_components, target_centers
 from sirst5k.method.transfer import additive, blend, mosaic_field, resize_field, to_uint8
 

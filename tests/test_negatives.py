@@ -1,4 +1,8 @@
-"""Rotated negatives: boxes, the batched mirror+rotate, label checks, parity with the scripts."""
+"""Rotated negatives: boxes, the batched mirror+rotate, label checks, parity with the scripts.
+
+The parity with the original scripts is checked twice: on the method functions, and through the
+shipped stage task (`negatives_shard`: a shard in, shards out), which calls the same functions.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,19 @@ import pytest
 import torch
 from PIL import Image
 
-from sirst5k.method.negatives import apply_negatives, draw_negative_params, label_check, negative_boxes
+from sirst5k.formats import shards
+from sirst5k.method.negatives import (
+    NegativeParams,
+    apply_negatives,
+    build_negatives,
+    check_negatives,
+    draw_negative_params,
+    label_check,
+    negative_boxes,
+    plan_negatives,
+)
 from sirst5k.method.targets import count_targets, target_centers
+from sirst5k.stages.negatives import negatives_shard
 
 
 def _grey(path: Path) -> np.ndarray:
@@ -53,6 +68,53 @@ def test_parity_with_reference_scripts(reference_dir, device):
     assert len(list((reference_dir / "outputs" / "0.1_32_images").glob("*.png"))) == 52
     compared, wrong = _reference_case(reference_dir, "script", device)
     assert compared == 52
+    assert wrong == []
+
+
+def _listed_targets(reference_dir: Path) -> dict[str, list[tuple[int, int]]]:
+    """Per reference image id, the (y, x) centres coordinates.txt lists, in the scripts' j order."""
+    lines = (reference_dir / "inputs" / "coordinates.txt").read_text().splitlines()
+    ids = sorted(p.stem for p in (reference_dir / "inputs" / "images").glob("*.png"))
+    return {sid: [(int(y), int(x)) for x, y in re.findall(r"\((\d+),\s*(\d+)\)", line)]
+            for line, sid in zip(lines, ids)}
+
+
+def test_stage_task_parity_with_reference_scripts(reference_dir, device, tmp_path):
+    """The shipped path: the mix/0.1 images and the masks as one shard, through the stage's
+    per-shard task, must give the scripts' 52 negatives pixel for pixel, found by sample id."""
+    listed = _listed_targets(reference_dir)
+    ids = sorted(listed)
+    images = np.stack([_grey(reference_dir / "outputs" / "mix" / "0.1" / f"{sid}.png") for sid in ids])
+    masks = np.stack([_grey(reference_dir / "inputs" / "masks" / f"{sid}.png") for sid in ids])
+    meta = shards.new_meta(len(ids))
+    meta["sample_id"][:], meta["source_id"][:], meta["kind"][:] = ids, ids, "transfer"
+    src = shards.write_shard(tmp_path / "in" / "train-00000.h5", images, masks, meta,
+                             {"dataset": "reference", "version": "0", "split": "train", "shard_index": 0,
+                              "n_shards": 1})
+    params = {"patch": [32], "mirror": True, "rotations": [0, 1, 2, 3], "clamp": "script", "keep_cut": True,
+              "split": "train", "shard_size": 20}
+    result = negatives_shard(src.path, src.sha256, str(tmp_path / "out"), 0, params, device.type)
+    assert [info.n_samples for info in result.shards] == [20, 20, 12] and result.device == device.type
+    parts = [shards.read_shard(info.path) for info in result.shards]
+    out_images, out_masks = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    out = shards.concat_meta([p[2] for p in parts])
+    row = {sid: i for i, sid in enumerate(out["sample_id"].astype(str))}
+    compared, wrong = 0, []
+    for sid, targets in listed.items():
+        ours = (out["source_id"].astype(str) == sid) & (out["k"] == 0)
+        centres = np.stack([out["center_y"][ours], out["center_x"][ours]], axis=1)
+        for j, yx in enumerate(targets):
+            # coordinates.txt only says which of our targets (label order) the script called j
+            ours_j = int(out["target_index"][ours][np.abs(centres - np.array(yx)).sum(axis=1).argmin()])
+            for k in range(4):
+                i = row[f"{sid}_p32_k{k}_j{ours_j}"]
+                assert (out["patch"][i], out["k"][i], out["flip"][i]) == (32, k, 1)
+                name = f"{sid}_k{k}_j{j}.png"
+                compared += 1
+                if not (np.array_equal(out_images[i], _grey(reference_dir / "outputs" / "0.1_32_images" / name))
+                        and np.array_equal(out_masks[i], _grey(reference_dir / "outputs" / "32_masks" / name))):
+                    wrong.append(name)
+    assert compared == 52 == len(row)
     assert wrong == []
 
 
@@ -151,6 +213,113 @@ def test_params_empty():
     assert len(p) == 0
     out, _ = apply_negatives(torch.zeros(0, 64, 64), torch.zeros(0, 64, 64), p.y0, p.x0, 8, p.k, p.flip)
     assert out.shape == (0, 64, 64)
+
+
+# ---------------------------------------------------------------- plans of a batch of masks
+
+
+def _random_masks(seed: int, n: int = 5, h: int = 40, w: int = 48) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    masks = (rng.random((n, h, w)) < 0.02).astype(np.uint8) * 255
+    masks[0, :2, :3] = 255  # a target on the border
+    masks[2] = 0  # a mask without targets
+    return masks
+
+
+def test_plan_enumerates_sample_patch_target_k():
+    masks = _random_masks(2)
+    plan = plan_negatives(masks, [8, 3], rotations=[1, 3], mirror=True, clamp="script")
+    rows = []
+    for i, mask in enumerate(masks):
+        centers = target_centers(mask)
+        for p in (8, 3):  # in the order given, not sorted
+            for j, ((cy, cx), (y, x)) in enumerate(zip(centers, negative_boxes(centers, mask.shape, p, "script"))):
+                rows += [(i, j, p, k, True, y, x, cy, cx) for k in (1, 3)]
+    got = list(zip(plan.source.tolist(), plan.target_index.tolist(), plan.patch.tolist(), plan.k.tolist(),
+                   plan.flip.tolist(), plan.y0.tolist(), plan.x0.tolist(), plan.center[:, 0].tolist(),
+                   plan.center[:, 1].tolist()))
+    assert got == rows and len(plan) == len(rows) > 0
+
+
+def test_plan_of_one_patch_is_draw_negative_params():
+    masks = _random_masks(3)
+    plan = plan_negatives(masks, [5], rotations=(0, 2), mirror=False, clamp="clip")
+    drawn = draw_negative_params([target_centers(m) for m in masks], masks.shape[1:], 5, rotations=(0, 2),
+                                 mirror=False, clamp="clip")
+    for name in ("patch", "source", "target_index", "center", "y0", "x0", "k", "flip"):
+        np.testing.assert_array_equal(getattr(plan, name), getattr(drawn, name), err_msg=name)
+
+
+def test_plan_empty_cases():
+    masks = _random_masks(4)
+    assert len(plan_negatives(np.zeros((3, 20, 20), np.uint8), [32])) == 0  # no target: nothing to place
+    assert len(plan_negatives(masks, [])) == 0
+    assert len(plan_negatives(masks, [3], rotations=[])) == 0
+    empty = plan_negatives(masks[:0], [3])
+    images, out_masks = build_negatives(masks[:0], masks[:0], empty)
+    assert images.shape == (0, 40, 48) and out_masks.shape == (0, 40, 48)
+    assert all(len(v) == 0 for v in check_negatives(masks[:0], empty).values())
+    with pytest.raises(ValueError):
+        plan_negatives(masks, [41])  # does not fit 40 rows
+    with pytest.raises(ValueError):
+        plan_negatives(masks, [3], clamp="nearest")
+
+
+def test_plan_take_and_concat():
+    plan = plan_negatives(_random_masks(5), [3, 8])
+    head, tail = plan.take(slice(0, 7)), plan.take(slice(7, None))
+    both = NegativeParams.concat([head, tail])
+    for name in ("patch", "source", "target_index", "center", "y0", "x0", "k", "flip"):
+        np.testing.assert_array_equal(getattr(both, name), getattr(plan, name))
+    picked = plan.take(plan.patch == 8)
+    assert len(picked) == int((plan.patch == 8).sum()) and (picked.patch == 8).all()
+    assert [p for p, _ in plan.by_patch()] == [3, 8]
+
+
+@pytest.mark.parametrize("clamp", ["script", "clip"])
+def test_build_equals_apply_per_negative(device, clamp):
+    """The stage's builder (several patch sizes, a slice of a plan) makes what apply_negatives makes."""
+    rng = np.random.default_rng(6)
+    masks = _random_masks(6)
+    images = rng.integers(0, 256, masks.shape, dtype=np.uint8)
+    snapshot = images.copy(), masks.copy()
+    plan = plan_negatives(masks, [3, 32, 8], rotations=(0, 1, 2, 3), mirror=True, clamp=clamp)
+    part = plan.take(slice(3, len(plan) - 2))
+    built_images, built_masks = build_negatives(images, masks, part, device)
+    assert built_images.shape == (len(part), 40, 48) and built_images.dtype == np.uint8
+    for i in range(len(part)):
+        s, p = int(part.source[i]), int(part.patch[i])
+        ref_i, ref_m = apply_negatives(torch.from_numpy(images[s : s + 1]).to(device),
+                                       torch.from_numpy(masks[s : s + 1]).to(device),
+                                       int(part.y0[i]), int(part.x0[i]), p, int(part.k[i]), bool(part.flip[i]))
+        np.testing.assert_array_equal(built_images[i], ref_i[0].cpu().numpy())
+        np.testing.assert_array_equal(built_masks[i], ref_m[0].cpu().numpy())
+    assert np.array_equal(images, snapshot[0]) and np.array_equal(masks, snapshot[1]), "sources modified"
+
+
+def test_check_equals_label_check_of_built_masks(device):
+    masks = _random_masks(7, n=6)
+    masks[1, 10, 4:30] = 255  # a line that boxes around its neighbours cut
+    masks[1, 11, 20] = 255
+    plan = plan_negatives(masks, [8, 3], rotations=(0, 1, 2, 3), mirror=False)
+    check = check_negatives(masks, plan, device)
+    _, built = build_negatives(masks, masks, plan, device)
+    for p, sel in plan.by_patch():
+        ref = label_check(masks, built[sel], plan.y0[sel], plan.x0[sel], p, source=plan.source[sel])
+        for name, values in ref.items():
+            np.testing.assert_array_equal(check[name][sel], values, err_msg=f"patch {p} {name}")
+    assert check["cut"].any() and not check["cut"].all()
+
+
+def test_build_and_check_refuse_bad_plans():
+    masks = _random_masks(8)
+    plan = plan_negatives(masks, [3])
+    with pytest.raises(ValueError):
+        build_negatives(masks[:1], masks[:1], plan)  # sources beyond the batch
+    with pytest.raises(ValueError):
+        check_negatives(masks[:, :2, :2], plan)  # boxes outside smaller images
+    with pytest.raises(ValueError):
+        build_negatives(masks, masks[:, :, :10], plan)
 
 
 # ---------------------------------------------------------------- transform

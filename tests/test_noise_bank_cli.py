@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from sirst5k.formats.layouts import sequence_shape
+from sirst5k.formats.frames import sequence_shape
 from sirst5k.stages.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,7 +234,8 @@ def test_unwritable_bank(tmp_path: Path, scheduler: str) -> None:
     blocker.write_text("x")
     result = bank(frames, blocker / "bank.h5", scheduler=scheduler)
     assert result.exit_code == 2
-    assert result.stderr.splitlines() == [f"error: {blocker / 'bank.h5'}: cannot write: Not a directory"]
+    (line,) = result.stderr.splitlines()  # checked before any work: also names the file in the way
+    assert line == f"error: {blocker / 'bank.h5'}: cannot write: Not a directory ({blocker} is a file)"
 
 
 def test_empty_frames_folder(tmp_path: Path, scheduler: str) -> None:
@@ -259,3 +260,29 @@ def test_bad_frame_in_a_worker_reaches_the_terminal_as_one_line(tmp_path: Path) 
     bad = frames / "seqA" / "2.png"
     assert proc.stderr.splitlines() == [f"error: {bad}: cannot read image: file is empty (0 bytes)"]
     assert "Traceback" not in proc.stdout and no_leftovers(out)
+
+
+def test_disk_full_while_merging_is_one_line_and_leaves_nothing(tmp_path: Path, scheduler: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+    import errno
+
+    from sirst5k.formats import bank as bank_format
+
+    frames = tmp_path / "frames"
+    for i in range(2):
+        save(frames / "seqA" / f"{i}.png", flat_frame(i))
+    real_open = builtins.open
+
+    def full_disk(path, mode="r", *args, **kwargs):
+        if ".partial-" in str(path) and "w" in mode:  # the bank's temporary name (the parts are written in workers)
+            real_open(path, mode).close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(bank_format, "open", full_disk, raising=False)
+    out = tmp_path / "bank.h5"
+    result = bank(frames, out, scheduler=scheduler)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [f"error: {out}: cannot write noise bank: No space left on device"]
+    assert no_leftovers(out)

@@ -14,16 +14,10 @@ from scipy import ndimage as ndi
 from typer.testing import CliRunner
 
 from sirst5k.formats.manifest import write_json_atomic
-from sirst5k.report.build import (
-    build_report,
-    count_targets,
-    highpass_energy,
-    merge_summaries,
-    outline,
-    pick_evenly,
-    summarize_shard,
-)
-from sirst5k.formats.shards import new_meta, write_shard
+from sirst5k.formats.shards import KINDS, META_FIELDS, SCHEMA_VERSION, new_meta, write_shard
+from sirst5k.report.build import build_report
+from sirst5k.report.drawing import outline, pick_evenly
+from sirst5k.report.stats import count_targets, highpass_energy, merge_summaries, summarize_shard
 from sirst5k.stages.report import command
 
 S = 32  # image side
@@ -215,6 +209,19 @@ def test_card(reported):
         assert text in card, text
 
 
+def test_card_format_follows_the_shard_schema(reported):
+    """The card writes its field list out (to keep its line breaks): it must be the schema's."""
+    root, _, _ = reported
+    card = (root / "report" / "README.md").read_text()
+    section = card.split("## Format\n\n", 1)[1].split("\n\n## ", 1)[0]
+    assert f"(schema_version {SCHEMA_VERSION})" in section
+    text = " ".join(section.split())
+    listed = text.split("under `/meta` (", 1)[1].split(", ...;", 1)[0]
+    names = [part.split("`")[1] for part in listed.split(", ") if part.startswith("`")]
+    assert names == list(META_FIELDS)[: len(names)] and "n_targets" in names
+    assert f"`kind` {' | '.join(KINDS)}," in text
+
+
 def test_outline_and_pick():
     mask = np.zeros((8, 8), np.uint8)
     mask[2:6, 2:6] = 255
@@ -232,10 +239,17 @@ def test_command_replaces_old_report(reported, tmp_path):
     (out / "stale.png").write_bytes(b"old")
     app = typer.Typer()
     app.command()(command)
-    result = CliRunner().invoke(app, [str(root / "manifest.json"), "--out", str(out)])
+    # a folder the report did not write is the user's: refused, untouched, unless --overwrite
+    refused = CliRunner().invoke(app, [str(root / "manifest.json"), "--out", str(out)])
+    assert refused.exit_code == 2 and "--overwrite replaces it" in refused.output
+    assert sorted(p.name for p in out.iterdir()) == ["stale.png"]
+    result = CliRunner().invoke(app, [str(root / "manifest.json"), "--out", str(out), "--overwrite"])
     assert result.exit_code == 0, result.output
     assert json.loads((out / "stats.json").read_text()) == stats
     assert not (out / "stale.png").exists()
+    # its own earlier output it replaces without asking
+    again = CliRunner().invoke(app, [str(root / "manifest.json"), "--out", str(out)])
+    assert again.exit_code == 0, again.output
     missing = CliRunner().invoke(app, [str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "no such" in missing.output
 

@@ -28,10 +28,9 @@ from sirst5k.formats import shards
 from sirst5k.runner.cluster import cluster_has_gpu, run_tasks
 from sirst5k.formats.imageio import write_png
 from sirst5k.method.synth import make_labelled_sample, make_sequence
-from sirst5k.method.negatives import apply_negatives, label_check, negative_boxes, transform_boxes
+from sirst5k.method.negatives import apply_negatives, label_check, negative_boxes, plan_negatives, transform_boxes
 from sirst5k.method.targets import batch_target_table, count_targets, target_centers, target_table
 from sirst5k.stages.cli import app
-from sirst5k.stages.negatives import plan_negatives
 
 REPO = Path(__file__).resolve().parents[1]
 DASK = Path(sys.executable).parent / "dask"
@@ -314,7 +313,9 @@ def test_transform_boxes_is_mirror_then_rot90():
 def test_plan_enumerates_sample_patch_target_k():
     rng = np.random.default_rng(2)
     masks = (rng.random((4, 40, 48)) < 0.02).astype(np.uint8) * 255
-    plan = plan_negatives(masks, [3, 8], [1, 3], True, "script")
+    named = plan_negatives(masks, [3, 8], rotations=[1, 3], mirror=True, clamp="script")
+    plan = np.stack([named.source, named.target_index, named.patch, named.k, named.flip.astype(np.int64), named.y0,
+                     named.x0, named.center[:, 0], named.center[:, 1]], axis=1)
     rows = []
     for i, mask in enumerate(masks):
         centers = target_centers(mask)

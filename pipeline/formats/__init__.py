@@ -1,0 +1,1 @@
+"""One module per on-disk artifact, its writer and its reader together."""

@@ -145,7 +145,7 @@ def binarise_mask(values: np.ndarray, name: str = "mask") -> tuple[np.ndarray, l
     Values already in {0, 255} pass unchanged. A mask holding only {0, 1} is read as label
     indices (1 = target) rather than thresholded, since `> 127` would erase every target.
     Anything else is foreground where `value > MASK_THRESHOLD`; each fix-up adds a warning
-    naming `name`.
+    naming `name`, which says how many non-zero pixels the threshold dropped from the targets.
     """
     values = np.asarray(values, dtype=np.uint8)
     odd = (values != 0) & (values != 255)
@@ -156,8 +156,12 @@ def binarise_mask(values: np.ndarray, name: str = "mask") -> tuple[np.ndarray, l
             f"{name}: mask holds 0/1 labels; read 1 as target (255)"
         ]
     out = np.where(values > MASK_THRESHOLD, 255, 0).astype(np.uint8)
+    lost = int(np.count_nonzero((values > 0) & (values <= MASK_THRESHOLD)))
+    kept = int(np.count_nonzero(out))
+    loss = (f"{lost} non-zero pixel(s) at or below {MASK_THRESHOLD} dropped from the target(s), "
+            f"{kept} target pixel(s) kept" if lost else f"no target pixel lost, {kept} kept")
     return out, [
-        f"{name}: mask has {int(odd.sum())} pixels not 0 or 255; binarised at value > {MASK_THRESHOLD}"
+        f"{name}: mask has {int(odd.sum())} pixels not 0 or 255; binarised at value > {MASK_THRESHOLD}: {loss}"
     ]
 
 

@@ -1,4 +1,9 @@
-"""Labelled infrared datasets and frame folders in the layouts they are published in.
+"""Labelled infrared datasets in the layouts they are published in, as a small registry.
+
+Each layout is one `Layout` of `REGISTRY`: its name, `detect(root)` (the evidence that `root`
+is in that layout, or None) and `plan(root)` (where its images, masks and split lists are).
+`LAYOUTS`, and `LAYOUT_CHOICES` with "auto", are the registry's names: the one place they are
+written. `detect_layout` asks every layout; `list_labelled` lists the samples of one.
 
 Labelled layouts (`root` is the dataset folder):
 
@@ -13,29 +18,28 @@ Labelled layouts (`root` is the dataset folder):
   `splits/test_full.txt` (test), the split the authors' DeepInfrared configs train on; when
   those are missing, the `*_v1fullv2target` and then the `mini_*` pair.
 - ``folder``: `images/` and `masks/` with matching stems (or `<id>_pixels0`) and no split lists;
-  split by a seeded draw (`pipeline.rng.generator(seed, "split", <folder name>)`).
+  split by a seeded draw (`sirst5k.method.rng.generator(seed, "split", <folder name>)`).
 
 In every layout a mask may be named `<id>` or `<id>_pixels0`, and images and masks may be any
 of `IMAGE_EXTENSIONS`. Split lists may have CRLF endings, a BOM, blank lines, `#` comments and
 entries with a file extension or folder.
 
-Frame folders (`list_sequences`): one sub-folder per sequence, or flat files whose names end
-in a frame number (`S1-161.png`, `seqA_0003.png`), grouped by the part before the number.
+Frame folders (the sequences the noise bank is cut from) are `formats.frames`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from sirst5k.errors import InputError
+from sirst5k.formats.folders import check_root, describe, natural_key, visible
 from sirst5k.formats.imageio import (
     IMAGE_EXTENSIONS,
-    image_size,
     is_image_file,
     read_grey,
     read_mask,
@@ -44,8 +48,8 @@ from sirst5k.formats.imageio import (
 )
 from sirst5k.method.rng import generator
 
-LAYOUTS: tuple[str, ...] = ("dnanet", "basicirstd", "sirst", "sirst-v2", "folder")
-LAYOUT_CHOICES = "auto|" + "|".join(LAYOUTS)
+from sirst5k.params import Layout as LayoutName, choices
+
 SPLITS: tuple[str, ...] = ("train", "test")
 
 #: Largest relative difference between a mask's and its image's width/height ratio that is
@@ -58,6 +62,7 @@ _SIRST_V2_SPLITS = (
     ("mini_trainval", "mini_test"),
 )
 _EXT_RANK = {ext: i for i, ext in enumerate(IMAGE_EXTENSIONS)}
+_EITHER = ("{}", "{}_pixels0")  # a mask's stem: `<id>` or `<id>_pixels0`, tried in this order
 
 
 @dataclass(frozen=True)
@@ -100,32 +105,17 @@ class LoadedSample:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _Plan:
+    """Where one dataset's files are: what `list_labelled` reads, whatever the layout."""
+
+    image_dirs: list[Path]
+    mask_dir: Path
+    mask_names: tuple[str, ...]  # format strings for a mask's stem, tried in order
+    lists: dict[str, Path] | None  # split -> list file; None = seeded split
+
+
 # ---------------------------------------------------------------------------- helpers
-
-
-def natural_key(text: str) -> tuple:
-    """Sort key that orders `a2` before `a10`."""
-    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", text) if t)
-
-
-def _visible(folder: Path) -> list[Path]:
-    try:
-        return sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: natural_key(p.name))
-    except PermissionError:
-        raise InputError(folder, "cannot list folder: permission denied") from None
-    except OSError as err:
-        raise InputError(folder, f"cannot list folder: {err.strerror or err}") from None
-
-
-def _check_root(root: Path) -> list[Path]:
-    if not root.exists():
-        raise InputError(root, "no such folder")
-    if not root.is_dir():
-        raise InputError(root, "not a folder")
-    entries = _visible(root)
-    if not entries:
-        raise InputError(root, "folder is empty")
-    return entries
 
 
 def _index_images(folders: Iterable[Path]) -> dict[str, list[Path]]:
@@ -134,7 +124,7 @@ def _index_images(folders: Iterable[Path]) -> dict[str, list[Path]]:
     for folder in folders:
         if not folder.is_dir():
             continue
-        for p in _visible(folder):
+        for p in visible(folder):
             if is_image_file(p) and p.is_file():
                 index.setdefault(p.stem, []).append(p)
     for paths in index.values():
@@ -142,8 +132,21 @@ def _index_images(folders: Iterable[Path]) -> dict[str, list[Path]]:
     return index
 
 
+def _has_pair(root: Path) -> bool:
+    return (root / "images").is_dir() and (root / "masks").is_dir()
+
+
+def _pair(root: Path, layout: str) -> tuple[Path, Path]:
+    """images/ and masks/ of a layout that needs them; InputError naming the missing one."""
+    images, masks = root / "images", root / "masks"
+    for d in (images, masks):
+        if not d.is_dir():
+            raise InputError(d, f"no such folder (the {layout} layout needs images/ and masks/)")
+    return images, masks
+
+
 def _uses_pixels0(mask_dir: Path) -> bool:
-    stems = [p.stem for p in _visible(mask_dir) if is_image_file(p)] if mask_dir.is_dir() else []
+    stems = [p.stem for p in visible(mask_dir) if is_image_file(p)] if mask_dir.is_dir() else []
     return bool(stems) and 2 * sum(s.endswith("_pixels0") for s in stems) > len(stems)
 
 
@@ -151,7 +154,7 @@ def _split_dirs(root: Path, first: str) -> list[Path]:
     """Sub-folders of `root` (not images/masks/img_idx) holding `<first>.txt` and `test.txt`."""
     return [
         d
-        for d in _visible(root)
+        for d in visible(root)
         if d.is_dir()
         and d.name not in ("images", "masks", "img_idx")
         and (d / f"{first}.txt").is_file()
@@ -159,80 +162,17 @@ def _split_dirs(root: Path, first: str) -> list[Path]:
     ]
 
 
+def _sirst_dirs(root: Path) -> list[Path]:
+    """Split folders with `trainval.txt`, when the masks are named `<id>_pixels0` (SIRST's marks)."""
+    return _split_dirs(root, "trainval") if _uses_pixels0(root / "masks") else []
+
+
 def _basic_names(root: Path) -> list[str]:
     idx = root / "img_idx"
     if not idx.is_dir():
         return []
-    names = [p.name[len("train_") : -len(".txt")] for p in _visible(idx) if re.fullmatch(r"train_.+\.txt", p.name)]
+    names = [p.name[len("train_") : -len(".txt")] for p in visible(idx) if re.fullmatch(r"train_.+\.txt", p.name)]
     return [n for n in names if (idx / f"test_{n}.txt").is_file()]
-
-
-def _is_v2(root: Path) -> bool:
-    return (root / "annotations" / "masks").is_dir() and any(
-        (root / "images" / sub).is_dir() for sub in ("targets", "backgrounds")
-    )
-
-
-def _describe(entries: list[Path], limit: int = 12) -> str:
-    names = [p.name + ("/" if p.is_dir() else "") for p in entries]
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
-# ---------------------------------------------------------------------------- detection
-
-
-def _signatures(root: Path) -> list[tuple[str, str]]:
-    """(layout, evidence) for every layout whose marks `root` carries."""
-    found: list[tuple[str, str]] = []
-    if _is_v2(root):
-        found.append(("sirst-v2", "images/targets|backgrounds/ + annotations/masks/"))
-    if not ((root / "images").is_dir() and (root / "masks").is_dir()):
-        return found
-    names = _basic_names(root)
-    if names:
-        found.append(("basicirstd", ", ".join(f"img_idx/train_{n}.txt" for n in names)))
-    pixels0 = _uses_pixels0(root / "masks")
-    sirst = _split_dirs(root, "trainval") if pixels0 else []
-    if sirst:
-        found.append(("sirst", ", ".join(f"{d.name}/trainval.txt" for d in sirst) + " + masks/*_pixels0"))
-    dnanet = [d for d in _split_dirs(root, "train") if d not in sirst]
-    if dnanet:
-        found.append(("dnanet", ", ".join(f"{d.name}/train.txt" for d in dnanet)))
-    if not found:
-        found.append(("folder", "images/ + masks/, no split lists"))
-    return found
-
-
-def detect_layout(root: str | Path) -> str:
-    """Which of `LAYOUTS` the folder is in; InputError when none or several fit."""
-    root = Path(root)
-    entries = _check_root(root)
-    found = _signatures(root)
-    if len(found) == 1:
-        return found[0][0]
-    if found:
-        what = "; ".join(f"{layout} ({evidence})" for layout, evidence in found)
-        raise InputError(
-            root, f"ambiguous dataset layout: looks like {what}; choose one with --layout {LAYOUT_CHOICES}"
-        )
-    raise InputError(
-        root,
-        f"unknown dataset layout: found {_describe(entries)}; expected images/ and masks/ "
-        f"(dnanet, basicirstd, sirst, folder) or images/targets/ and annotations/masks/ (sirst-v2); "
-        f"--layout {LAYOUT_CHOICES}",
-    )
-
-
-# ---------------------------------------------------------------------------- listing
-
-
-@dataclass
-class _Plan:
-    image_dirs: list[Path]
-    mask_dir: Path
-    mask_names: tuple[str, ...]  # format strings for a mask's stem, tried in order
-    lists: dict[str, Path] | None  # split -> list file; None = seeded split
 
 
 def _pick(root: Path, candidates: list[Path], preferred: str, what: str) -> Path:
@@ -247,49 +187,146 @@ def _pick(root: Path, candidates: list[Path], preferred: str, what: str) -> Path
     raise InputError(root, f"several {what} split folders ({names}) and none named {preferred}; keep one")
 
 
-def _plan(root: Path, layout: str) -> _Plan:
-    images, masks = root / "images", root / "masks"
-    if layout != "sirst-v2":
-        for d in (images, masks):
-            if not d.is_dir():
-                raise InputError(d, f"no such folder (the {layout} layout needs images/ and masks/)")
-    either = ("{}", "{}_pixels0")
-    if layout == "folder":
-        return _Plan([images], masks, either, None)
-    if layout == "dnanet":
-        d = _pick(root, _split_dirs(root, "train"), "50_50", "dnanet")
-        return _Plan([images], masks, either, {"train": d / "train.txt", "test": d / "test.txt"})
-    if layout == "sirst":
-        d = _pick(root, _split_dirs(root, "trainval"), "idx_427", "sirst")
-        return _Plan([images], masks, either[::-1], {"train": d / "trainval.txt", "test": d / "test.txt"})
-    if layout == "basicirstd":
-        names = _basic_names(root)
-        if not names:
-            raise InputError(root / "img_idx", "not a basicirstd dataset: no train_<NAME>.txt with test_<NAME>.txt")
-        if root.resolve().name in names:
-            name = root.resolve().name
-        elif len(names) == 1:
-            name = names[0]
-        else:
-            raise InputError(
-                root / "img_idx", f"split lists for several datasets ({', '.join(names)}), none named after the folder"
-            )
-        idx = root / "img_idx"
-        return _Plan([images], masks, either, {"train": idx / f"train_{name}.txt", "test": idx / f"test_{name}.txt"})
-    if layout == "sirst-v2":
-        dirs = [root / "images" / sub for sub in ("targets", "backgrounds") if (root / "images" / sub).is_dir()]
-        if not dirs:
-            raise InputError(root / "images", "not a sirst-v2 dataset: no images/targets/ or images/backgrounds/")
-        mask_dir = root / "annotations" / "masks"
-        if not mask_dir.is_dir():
-            raise InputError(mask_dir, "no such folder (the sirst-v2 layout keeps masks there)")
-        splits = root / "splits"
-        for train, test in _SIRST_V2_SPLITS:
-            if (splits / f"{train}.txt").is_file() and (splits / f"{test}.txt").is_file():
-                lists = {"train": splits / f"{train}.txt", "test": splits / f"{test}.txt"}
-                return _Plan(dirs, mask_dir, either[::-1], lists)
-        raise InputError(splits, "no split lists: expected trainval_full.txt and test_full.txt")
-    raise InputError(None, f"unknown layout '{layout}': use --layout {LAYOUT_CHOICES}")
+# ---------------------------------------------------------------------------- the layouts
+
+
+def _detect_dnanet(root: Path) -> str | None:
+    if not _has_pair(root):
+        return None
+    sirst = _sirst_dirs(root)
+    dirs = [d for d in _split_dirs(root, "train") if d not in sirst]
+    return ", ".join(f"{d.name}/train.txt" for d in dirs) or None
+
+
+def _plan_dnanet(root: Path) -> _Plan:
+    images, masks = _pair(root, "dnanet")
+    d = _pick(root, _split_dirs(root, "train"), "50_50", "dnanet")
+    return _Plan([images], masks, _EITHER, {"train": d / "train.txt", "test": d / "test.txt"})
+
+
+def _detect_basicirstd(root: Path) -> str | None:
+    names = _basic_names(root) if _has_pair(root) else []
+    return ", ".join(f"img_idx/train_{n}.txt" for n in names) or None
+
+
+def _plan_basicirstd(root: Path) -> _Plan:
+    images, masks = _pair(root, "basicirstd")
+    names = _basic_names(root)
+    if not names:
+        raise InputError(root / "img_idx", "not a basicirstd dataset: no train_<NAME>.txt with test_<NAME>.txt")
+    if root.resolve().name in names:
+        name = root.resolve().name
+    elif len(names) == 1:
+        name = names[0]
+    else:
+        raise InputError(
+            root / "img_idx", f"split lists for several datasets ({', '.join(names)}), none named after the folder"
+        )
+    idx = root / "img_idx"
+    return _Plan([images], masks, _EITHER, {"train": idx / f"train_{name}.txt", "test": idx / f"test_{name}.txt"})
+
+
+def _detect_sirst(root: Path) -> str | None:
+    dirs = _sirst_dirs(root) if _has_pair(root) else []
+    return ", ".join(f"{d.name}/trainval.txt" for d in dirs) + " + masks/*_pixels0" if dirs else None
+
+
+def _plan_sirst(root: Path) -> _Plan:
+    images, masks = _pair(root, "sirst")
+    d = _pick(root, _split_dirs(root, "trainval"), "idx_427", "sirst")
+    return _Plan([images], masks, _EITHER[::-1], {"train": d / "trainval.txt", "test": d / "test.txt"})
+
+
+def _detect_sirst_v2(root: Path) -> str | None:
+    has_images = any((root / "images" / sub).is_dir() for sub in ("targets", "backgrounds"))
+    if (root / "annotations" / "masks").is_dir() and has_images:
+        return "images/targets|backgrounds/ + annotations/masks/"
+    return None
+
+
+def _plan_sirst_v2(root: Path) -> _Plan:
+    dirs = [root / "images" / sub for sub in ("targets", "backgrounds") if (root / "images" / sub).is_dir()]
+    if not dirs:
+        raise InputError(root / "images", "not a sirst-v2 dataset: no images/targets/ or images/backgrounds/")
+    mask_dir = root / "annotations" / "masks"
+    if not mask_dir.is_dir():
+        raise InputError(mask_dir, "no such folder (the sirst-v2 layout keeps masks there)")
+    splits = root / "splits"
+    for train, test in _SIRST_V2_SPLITS:
+        if (splits / f"{train}.txt").is_file() and (splits / f"{test}.txt").is_file():
+            lists = {"train": splits / f"{train}.txt", "test": splits / f"{test}.txt"}
+            return _Plan(dirs, mask_dir, _EITHER[::-1], lists)
+    raise InputError(splits, "no split lists: expected trainval_full.txt and test_full.txt")
+
+
+def _detect_folder(root: Path) -> str | None:
+    return "images/ + masks/, no split lists" if _has_pair(root) else None
+
+
+def _plan_folder(root: Path) -> _Plan:
+    images, masks = _pair(root, "folder")
+    return _Plan([images], masks, _EITHER, None)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One published layout: `detect(root)` gives the evidence that `root` is in it (None when
+    it is not), `plan(root)` where its files are (InputError naming what is missing)."""
+
+    name: str
+    detect: Callable[[Path], str | None]
+    plan: Callable[[Path], _Plan]
+    fallback: bool = False  # taken only when no other layout is detected
+
+
+REGISTRY: tuple[Layout, ...] = (
+    Layout("dnanet", _detect_dnanet, _plan_dnanet),
+    Layout("basicirstd", _detect_basicirstd, _plan_basicirstd),
+    Layout("sirst", _detect_sirst, _plan_sirst),
+    Layout("sirst-v2", _detect_sirst_v2, _plan_sirst_v2),
+    Layout("folder", _detect_folder, _plan_folder, fallback=True),
+)
+LAYOUTS: tuple[str, ...] = tuple(layout.name for layout in REGISTRY)
+LAYOUT_CHOICES: tuple[str, ...] = ("auto", *LAYOUTS)  # what --layout accepts
+# The command line's choices (`sirst5k.params.Layout`, which must stay light) name these entries.
+if LAYOUT_CHOICES != choices(LayoutName):
+    raise ImportError(f"sirst5k.params.Layout {choices(LayoutName)} does not name the layout registry {LAYOUT_CHOICES}")
+_BY_NAME = {layout.name: layout for layout in REGISTRY}
+_CHOICES = "|".join(LAYOUT_CHOICES)
+
+
+# ---------------------------------------------------------------------------- detection
+
+
+def _signatures(root: Path) -> list[tuple[str, str]]:
+    """(layout, evidence) for every layout whose marks `root` carries; a fallback layout only
+    when no other is found."""
+    for fallback in (False, True):
+        found = [(lay.name, ev) for lay in REGISTRY if lay.fallback == fallback and (ev := lay.detect(root))]
+        if found:
+            return found
+    return []
+
+
+def detect_layout(root: str | Path) -> str:
+    """Which of `LAYOUTS` the folder is in; InputError when none or several fit."""
+    root = Path(root)
+    entries = check_root(root)
+    found = _signatures(root)
+    if len(found) == 1:
+        return found[0][0]
+    if found:
+        what = "; ".join(f"{layout} ({evidence})" for layout, evidence in found)
+        raise InputError(root, f"ambiguous dataset layout: looks like {what}; choose one with --layout {_CHOICES}")
+    raise InputError(
+        root,
+        f"unknown dataset layout: found {describe(entries)}; expected images/ and masks/ "
+        f"(dnanet, basicirstd, sirst, folder) or images/targets/ and annotations/masks/ (sirst-v2); "
+        f"--layout {_CHOICES}",
+    )
+
+
+# ---------------------------------------------------------------------------- listing
 
 
 def read_split_list(path: Path) -> list[tuple[int, str]]:
@@ -352,12 +389,12 @@ def list_labelled(
     the later occurrence; an id in both splits stays in train).
     """
     root = Path(root)
-    _check_root(root)
+    check_root(root)
     if layout == "auto":
         layout = detect_layout(root)
-    elif layout not in LAYOUTS:
-        raise InputError(None, f"unknown layout '{layout}': use --layout {LAYOUT_CHOICES}")
-    plan = _plan(root, layout)
+    elif layout not in _BY_NAME:
+        raise InputError(None, f"unknown layout '{layout}': use --layout {_CHOICES}")
+    plan = _BY_NAME[layout].plan(root)
 
     problems: list[str] = []
 
@@ -463,75 +500,3 @@ def load_sample(ref: SampleRef, size: int | tuple[int, int] | None) -> LoadedSam
         warnings.append(f"{ref.mask}: resizing the {mw}x{mh} mask to {sw}x{sh} erased every target "
                         f"(smaller than the resize step); kept as an image with no target")
     return LoadedSample(image, mask, h, w, warnings)
-
-
-# ---------------------------------------------------------------------------- sequences
-
-_FRAME = re.compile(r"^(.*?)[-_. ]*(\d+)$")
-
-
-def split_frame_name(stem: str) -> tuple[str, int | None]:
-    """`"S1-161"` -> `("S1", 161)`, `"seqA_0003"` -> `("seqA", 3)`, `"still"` -> `("still", None)`."""
-    m = _FRAME.match(stem)
-    if m is None:
-        return stem, None
-    return m.group(1), int(m.group(2))
-
-
-def _frame_key(path: Path) -> tuple:
-    _, number = split_frame_name(path.stem)
-    return (number is None, number if number is not None else 0, natural_key(path.name))
-
-
-def list_sequences(root: str | Path) -> dict[str, list[Path]]:
-    """Frame sequences under `root`, by name in natural order, frames by frame number.
-
-    Each sub-folder holding images is one sequence (named after the folder). Image files
-    directly in `root` are grouped by the name before their trailing frame number (a name
-    that is only a number goes to a sequence named after `root`; one without a number is a
-    sequence of its own). Callers drop sequences too short for their use.
-    """
-    root = Path(root)
-    entries = _check_root(root)
-    sequences: dict[str, list[Path]] = {}
-    for d in entries:
-        if d.is_dir():
-            frames = [p for p in _visible(d) if is_image_file(p) and p.is_file()]
-            if frames:
-                sequences[d.name] = sorted(frames, key=_frame_key)
-    flat: dict[str, list[Path]] = {}
-    for p in entries:
-        if p.is_file() and is_image_file(p):
-            prefix, _ = split_frame_name(p.stem)
-            flat.setdefault(prefix or root.resolve().name, []).append(p)
-    for name, frames in flat.items():
-        if name in sequences:
-            raise InputError(root / name, f"sequence '{name}' is both a sub-folder and a file-name prefix")
-        sequences[name] = sorted(frames, key=_frame_key)
-    if not sequences:
-        raise InputError(
-            root,
-            f"no frames found (found {_describe(entries)}): expected one sub-folder per sequence "
-            f"or files named <sequence>-<frame>.png",
-        )
-    return {name: sequences[name] for name in sorted(sequences, key=natural_key)}
-
-
-def frame_sizes(frames: Iterable[Path]) -> list[tuple[int, int]]:
-    """`(height, width)` of each frame from its header (no decoding)."""
-    return [image_size(p) for p in frames]
-
-
-def sequence_shape(shapes: Iterable[tuple[int, ...]]) -> tuple[int, ...] | None:
-    """The frame shape a sequence is taken to have: the most common one, ties going to the one
-    seen first (None for no frames).
-
-    The first frame alone would let one odd frame at the start (a different camera mode, a
-    rotated still) discard the rest of the sequence.
-    """
-    counts: dict[tuple[int, ...], int] = {}
-    for s in shapes:
-        counts[tuple(s)] = counts.get(tuple(s), 0) + 1
-    # max() keeps the first of equal counts, and dicts keep first-seen order.
-    return max(counts, key=counts.__getitem__) if counts else None
-

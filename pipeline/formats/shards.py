@@ -8,11 +8,12 @@ content (no HDF5 timestamps), so the same samples always give the same sha256.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import h5py
 import numpy as np
@@ -76,9 +77,23 @@ def dataset_codecs(compression: Mapping[str, object] | None = None) -> dict[str,
 
 @dataclass(frozen=True)
 class ShardInfo:
+    """A written shard: where, its checksum, how many samples. What tasks send back."""
+
     path: str
     sha256: str
     n_samples: int
+
+    def record(self, split: str | None = None) -> dict[str, object]:
+        """The `{path, sha256, n_samples[, split]}` entry of stage.json and the manifest (path: file name)."""
+        entry: dict[str, object] = {"path": Path(self.path).name, "sha256": self.sha256, "n_samples": self.n_samples}
+        if split is not None:
+            entry["split"] = split
+        return entry
+
+
+def shard_info(path: str | Path) -> ShardInfo:
+    """The record of a finished shard on disk (checksum recomputed from its bytes)."""
+    return ShardInfo(str(path), sha256_file(path), n_samples(path))
 
 
 def new_meta(n: int) -> dict[str, np.ndarray]:
@@ -209,6 +224,12 @@ def n_samples(path: str | Path) -> int:
         return int(f["images"].shape[0])
 
 
+def image_shape(path: str | Path) -> tuple[int, int]:
+    """(H, W) of the images of a shard, read from its header alone."""
+    with _open(path) as f:
+        return int(f["images"].shape[1]), int(f["images"].shape[2])
+
+
 def is_complete(path: str | Path, task_key: str) -> bool:
     """True when `path` is a finished shard written for exactly this task (same inputs and params)."""
     path = Path(path)
@@ -240,11 +261,25 @@ def remove_stale(folder: Path, keep: Iterable[str]) -> None:
             p.unlink(missing_ok=True)
 
 
-def _open(path: str | Path) -> h5py.File:
+@contextlib.contextmanager
+def _open(path: str | Path) -> Iterator[h5py.File]:
+    """A shard open for reading; every failure, opening or reading, is one InputError naming it
+    (a truncated file, a chunk that does not decompress, a missing dataset)."""
     try:
-        return h5py.File(path, "r")
-    except (OSError, FileNotFoundError) as err:
-        raise InputError(path, f"cannot open shard: {err}") from err
+        f = h5py.File(path, "r")
+    except (OSError, ValueError) as err:
+        raise InputError(path, f"cannot open shard: {_one_line(err)}") from None
+    try:
+        with f:
+            yield f
+    except InputError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as err:
+        raise InputError(path, f"cannot read shard: {_one_line(err)}") from None
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def _meta_of(f: h5py.File, path) -> dict[str, np.ndarray]:

@@ -6,19 +6,27 @@ left-right when `flip`, rotates it by `k` x 90 degrees counter-clockwise (PIL `r
 = `np.rot90(box, k)`) and pastes it back at the same place. The mask gets the same operation, so
 the label stays true.
 
-Parameters (box corner, k, flip) are drawn by `draw_negative_params`, apart from the
-transform `apply_negatives`, so any sample can be replayed from its parameters alone.
+The one implementation the negatives stage, `sirst5k modes` and the parity tests all call:
+  - planning, apart from the pixels: `negative_boxes` places a box, `draw_negative_params` gives
+    the negatives of one patch size, `plan_negatives` those of a batch of masks for several patch
+    sizes, in the stage's order (sample, patch, target, k). A `NegativeParams` replays any
+    negative from its fields alone;
+  - the pixels: `transform_boxes` mirrors and rotates boxes; `build_negatives` (a plan, or a slice
+    of one, over its source batch) and `apply_negatives` (one box per sample of a batch) share
+    `_negate_boxes_`, which gathers the boxes, transforms them and pastes them back in place;
+  - label checks: `check_negatives` (a plan) and `label_check` (built masks) both reduce to
+    `label_check_boxes`, which needs only the sources' foreground pixels and the boxes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, fields
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
-from sirst5k.method.targets import label_points, mask_points
+from sirst5k.method.targets import batch_target_table, label_points, mask_points
 
 CLAMPS = ("script", "clip")
 
@@ -63,10 +71,12 @@ class NegativeParams:
     """Everything needed to replay N negatives; arrays are [N], `center` is [N, 2] (y, x).
 
     `source` indexes the image (within the batch the params were drawn for) and
-    `target_index` the target (label order) each negative is built around.
+    `target_index` the target (label order) each negative is built around; `patch` is each
+    negative's box side, (y0, x0) its box's top-left corner, `k` its rotation (0..3) and
+    `flip` whether it is mirrored first. All int64, `flip` bool.
     """
 
-    patch: int
+    patch: np.ndarray
     source: np.ndarray
     target_index: np.ndarray
     center: np.ndarray
@@ -78,6 +88,23 @@ class NegativeParams:
     def __len__(self) -> int:
         return int(self.k.shape[0])
 
+    def take(self, index) -> NegativeParams:
+        """The negatives picked by `index` (a slice, [M] indices or an [N] bool mask), in its order."""
+        return NegativeParams(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    @staticmethod
+    def concat(parts: Sequence[NegativeParams]) -> NegativeParams:
+        """The negatives of `parts`, one after the other."""
+        if not parts:
+            return _empty_params()
+        return NegativeParams(**{f.name: np.concatenate([getattr(p, f.name) for p in parts])
+                                 for f in fields(NegativeParams)})
+
+    def by_patch(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(patch, index [M] of the negatives with that box side), for each patch size, ascending."""
+        for p in np.unique(self.patch).tolist():
+            yield int(p), np.flatnonzero(self.patch == p)
+
     def tensors(self, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
         """The per-sample fields as tensors on `device`, ready for `apply_negatives`."""
         return {
@@ -87,6 +114,12 @@ class NegativeParams:
             "k": torch.as_tensor(self.k, device=device),
             "flip": torch.as_tensor(self.flip, device=device),
         }
+
+
+def _empty_params() -> NegativeParams:
+    none = np.zeros(0, np.int64)
+    return NegativeParams(patch=none, source=none, target_index=none, center=np.zeros((0, 2), np.int64),
+                          y0=none, x0=none, k=none, flip=np.zeros(0, bool))
 
 
 def draw_negative_params(
@@ -100,13 +133,14 @@ def draw_negative_params(
     rng: np.random.Generator | None = None,
     n_per_target: int | None = None,
 ) -> NegativeParams:
-    """Parameters of the negatives of a batch of images.
+    """Parameters of the negatives of a batch of images, one patch size.
 
     centers: one [T_i, 2] (y, x) array per image (a single 2-D array = one image).
     By default (the paper) every target gets one negative per rotation in `rotations`, ordered
     image, then target, then rotation, as the original scripts write `<id>_k<k>_j<j>`. With
     `rng` and `n_per_target`, each target instead gets `n_per_target` distinct rotations drawn
     from `rotations`. `flip` is `mirror` for every negative (the 32-pixel script mirrors).
+    Raises ValueError when the patch does not fit the image or `clamp` is unknown.
     """
     if isinstance(centers, np.ndarray) and centers.ndim == 2:
         centers = [centers]
@@ -117,31 +151,64 @@ def draw_negative_params(
         raise ValueError("give both rng and n_per_target, or neither")
     if n_per_target is not None and not 1 <= n_per_target <= rotations.size:
         raise ValueError(f"n_per_target must be in 1..{rotations.size}, got {n_per_target}")
-    source, target, cen, ks = [], [], [], []
-    for i, c in enumerate(centers):
-        c = np.asarray(c, dtype=np.int64).reshape(-1, 2)
-        for j in range(c.shape[0]):
-            chosen = rotations if rng is None else rng.choice(rotations, size=n_per_target, replace=False)
-            ks.append(chosen)
-            source.append(np.full(chosen.size, i, np.int64))
-            target.append(np.full(chosen.size, j, np.int64))
-            cen.append(np.repeat(c[j : j + 1], chosen.size, axis=0))
-    if ks:
-        source, target, cen, ks = (np.concatenate(a) for a in (source, target, cen, ks))
-    else:
-        source, target, ks = (np.zeros(0, np.int64) for _ in range(3))
-        cen = np.zeros((0, 2), np.int64)
+    centers = [np.asarray(c, dtype=np.int64).reshape(-1, 2) for c in centers]
+    counts = np.array([c.shape[0] for c in centers], np.int64)
+    all_centers = np.concatenate(centers) if centers else np.zeros((0, 2), np.int64)
+    image = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
+    target = np.arange(counts.sum(), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    if rng is None:  # every rotation of every target
+        n_k = np.full(image.size, rotations.size, np.int64)
+        ks = np.tile(rotations, image.size)
+    else:  # drawn target by target, in order, so a draw replays from the generator alone
+        n_k = np.full(image.size, int(n_per_target), np.int64)
+        ks = np.concatenate([rng.choice(rotations, size=n_per_target, replace=False) for _ in range(image.size)]
+                            + [np.zeros(0, np.int64)]).astype(np.int64)
+    cen = np.repeat(all_centers, n_k, axis=0)
     corners = negative_boxes(cen, image_size, patch, clamp)
     return NegativeParams(
-        patch=int(patch),
-        source=source,
-        target_index=target,
+        patch=np.full(ks.shape, int(patch), np.int64),
+        source=np.repeat(image, n_k),
+        target_index=np.repeat(target, n_k),
         center=cen,
         y0=corners[:, 0].copy(),
         x0=corners[:, 1].copy(),
         k=ks % 4,
         flip=np.full(ks.shape, bool(mirror)),
     )
+
+
+def plan_negatives(
+    masks,
+    patches: Sequence[int],
+    *,
+    rotations: Sequence[int] = (0, 1, 2, 3),
+    mirror: bool = True,
+    clamp: str = "script",
+) -> NegativeParams:
+    """Every negative of a batch of masks [B, H, W] (nonzero = target; numpy or tensor).
+
+    One negative per target (8-connected components, label order) per patch size in `patches`
+    per k in `rotations`, ordered sample, then patch (in the order given), then target, then k:
+    the negatives stage's order. `source` indexes `masks`. Empty when the batch has no target,
+    or `patches` or `rotations` is empty. Raises ValueError when a patch does not fit the images
+    or `clamp` is unknown.
+    """
+    if hasattr(masks, "detach"):
+        masks = masks.detach().cpu().numpy()
+    masks = np.asarray(masks)
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be [B, H, W], got shape {masks.shape}")
+    table = batch_target_table(masks)
+    patches = [int(p) for p in patches]
+    if len(table["image"]) == 0 or not patches or len(rotations) == 0:
+        return _empty_params()
+    centers = np.split(table["center"], np.cumsum(table["count"])[:-1])
+    parts = [draw_negative_params(centers, masks.shape[1:], p, rotations=rotations, mirror=mirror, clamp=clamp)
+             for p in patches]
+    plan = NegativeParams.concat(parts)
+    # stable sort on (sample, patch slot): targets and k keep their order within
+    slot = np.repeat(np.arange(len(parts)), [len(p) for p in parts])
+    return plan.take(np.lexsort((slot, plan.source)))
 
 
 def transform_boxes(boxes: torch.Tensor, k, flip) -> torch.Tensor:
@@ -171,13 +238,28 @@ def transform_boxes(boxes: torch.Tensor, k, flip) -> torch.Tensor:
     return out
 
 
-def _box_index(y0: torch.Tensor, x0: torch.Tensor, patch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Index tensors (sample, row, column), each [B, P, P], of every box pixel."""
+def _box_index(index: torch.Tensor, y0: torch.Tensor, x0: torch.Tensor,
+               patch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Index tensors (sample, row, column), each [B, P, P], of every pixel of box b: rows
+    y0[b]..y0[b]+P-1, columns x0[b]..x0[b]+P-1 of entry index[b]. index, y0, x0: [B] long."""
     idx = torch.arange(patch, device=y0.device)
     rows = (y0.view(-1, 1, 1) + idx.view(1, -1, 1)).expand(-1, -1, patch)
     cols = (x0.view(-1, 1, 1) + idx.view(1, 1, -1)).expand(-1, patch, -1)
-    bi = torch.arange(y0.shape[0], device=y0.device).view(-1, 1, 1).expand(-1, patch, patch)
+    bi = index.view(-1, 1, 1).expand(-1, patch, patch)
     return bi, rows, cols
+
+
+def _negate_boxes_(arrays: Sequence[torch.Tensor], index: torch.Tensor, y0: torch.Tensor, x0: torch.Tensor,
+                   patch: int, k, flip, device: torch.device) -> None:
+    """In place, in each of `arrays` ([N, H, W], one device): box b of entry index[b] becomes its
+    mirrored and rotated self (`transform_boxes`, run on `device`). index, y0, x0: [B] long on the
+    arrays' device, boxes inside the image and distinct entries; k, flip: [B]. The pixels of
+    every negative the package makes pass here."""
+    if index.numel() == 0:
+        return
+    bi, rows, cols = _box_index(index, y0, x0, patch)
+    for arr in arrays:
+        arr[bi, rows, cols] = transform_boxes(arr[bi, rows, cols].to(device), k, flip).to(arr.device)
 
 
 def _params(images: torch.Tensor, masks: torch.Tensor, y0, x0, patch: int, k, flip):
@@ -221,11 +303,79 @@ def apply_negatives(
     """
     patch, y0, x0, k, flip = _params(images, masks, y0, x0, patch, k, flip)
     out_images, out_masks = images.clone(), masks.clone()
-    if images.shape[0]:
-        bi, rows, cols = _box_index(y0, x0, patch)
-        out_images[bi, rows, cols] = transform_boxes(images[bi, rows, cols], k, flip)
-        out_masks[bi, rows, cols] = transform_boxes(masks[bi, rows, cols], k, flip)
+    index = torch.arange(images.shape[0], device=images.device)
+    _negate_boxes_((out_images, out_masks), index, y0, x0, patch, k, flip, images.device)
     return out_images, out_masks
+
+
+def build_negatives(images: np.ndarray, masks: np.ndarray, plan: NegativeParams,
+                    device: torch.device | str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Images and masks [N, H, W] of the negatives of `plan` (or of a slice of one), in plan order.
+
+    images, masks: the plan's sources [S, H, W] (numpy, uint8 in the pipeline), indexed by
+    `plan.source`. Memory: one copy of each source a negative is built from (N images and N
+    masks, not S), its boxes then mirrored and rotated in place, one patch size at a time; the
+    boxes travel to `device` (default CPU) for the transform and back. The sources are not
+    modified. Raises ValueError on mismatched shapes or a box outside the image.
+    """
+    images, masks = np.asarray(images), np.asarray(masks)
+    if images.ndim != 3 or masks.shape != images.shape:
+        raise ValueError(f"images and masks must both be [S, H, W], got {images.shape} and {masks.shape}")
+    height, width = images.shape[1:]
+    _check_plan(plan, len(images), (height, width))
+    device = torch.device("cpu") if device is None else torch.device(device)
+    out_images, out_masks = images[plan.source], masks[plan.source]  # copies; the boxes are pasted in place
+    arrays = (torch.from_numpy(out_images), torch.from_numpy(out_masks))
+    for patch, sel in plan.by_patch():
+        _negate_boxes_(arrays, torch.from_numpy(sel), torch.from_numpy(plan.y0[sel]), torch.from_numpy(plan.x0[sel]),
+                       patch, plan.k[sel], plan.flip[sel], device)
+    return out_images, out_masks
+
+
+def check_negatives(masks: np.ndarray, plan: NegativeParams,
+                    device: torch.device | str | None = None) -> dict[str, np.ndarray]:
+    """`label_check` of every negative of `plan`, from the source masks' boxes alone (no copies).
+
+    masks: the plan's source masks [S, H, W] (numpy, nonzero = target). Returns the arrays [N] of
+    `label_check_boxes`: `n_targets_before`, `n_targets_after`, `area_before`, `area_after`,
+    `straddle`, `cut`. The boxes' transform runs on `device` (default CPU).
+    """
+    masks = np.asarray(masks)
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be [S, H, W], got shape {masks.shape}")
+    _check_plan(plan, len(masks), masks.shape[1:])
+    device = torch.device("cpu") if device is None else torch.device(device)
+    points = mask_points(masks)
+    out = {name: np.zeros(len(plan), np.int64) for name in ("n_targets_before", "n_targets_after", "area_before",
+                                                             "area_after")}
+    out.update(straddle=np.zeros(len(plan), bool), cut=np.zeros(len(plan), bool))
+    for patch, sel in plan.by_patch():
+        source, y0, x0 = plan.source[sel], plan.y0[sel], plan.x0[sel]
+        before = _gather_boxes(masks, source, y0, x0, patch)
+        after = transform_boxes(torch.from_numpy(before).to(device), plan.k[sel], plan.flip[sel]).cpu().numpy()
+        check = label_check_boxes(points, len(masks), source, y0, x0, before != 0, after != 0)
+        for name, values in check.items():
+            out[name][sel] = values
+    return out
+
+
+def _check_plan(plan: NegativeParams, n_sources: int, image_size: tuple[int, int]) -> None:
+    """ValueError unless every negative of `plan` has a source in 0..n_sources-1 and a box inside the image."""
+    if not len(plan):
+        return
+    height, width = (int(s) for s in image_size)
+    for patch, _ in plan.by_patch():
+        _check_patch(patch, (height, width))
+    if plan.source.min() < 0 or plan.source.max() >= n_sources:
+        raise ValueError(f"plan sources must index {n_sources} images")
+    if ((plan.y0 < 0) | (plan.x0 < 0) | (plan.y0 > height - plan.patch) | (plan.x0 > width - plan.patch)).any():
+        raise ValueError(f"a planned box starts outside a {height}x{width} image")
+
+
+def _gather_boxes(arr: np.ndarray, source: np.ndarray, y0: np.ndarray, x0: np.ndarray, patch: int) -> np.ndarray:
+    """Boxes [B, P, P] (a copy) of arr [S, H, W]: rows y0[b].., columns x0[b].. of arr[source[b]]."""
+    idx = np.arange(int(patch))
+    return arr[np.asarray(source)[:, None, None], (y0[:, None] + idx)[:, :, None], (x0[:, None] + idx)[:, None, :]]
 
 
 def _numpy(x) -> np.ndarray:
@@ -261,10 +411,8 @@ def label_check(masks_before, masks_after, y0, x0, patch: int, source=None) -> d
     patch, _, _ = _check_patch(patch, (height, width))
     y0 = np.broadcast_to(_numpy(y0).astype(np.int64).reshape(-1), (batch,))
     x0 = np.broadcast_to(_numpy(x0).astype(np.int64).reshape(-1), (batch,))
-    idx = np.arange(patch)
-    rows, cols = (y0[:, None] + idx)[:, :, None], (x0[:, None] + idx)[:, None, :]
-    before_box = before[source[:, None, None], rows, cols] != 0
-    after_box = after[np.arange(batch)[:, None, None], rows, cols] != 0
+    before_box = _gather_boxes(before, source, y0, x0, patch) != 0
+    after_box = _gather_boxes(after, np.arange(batch), y0, x0, patch) != 0
     return label_check_boxes(mask_points(before), before.shape[0], source, y0, x0, before_box, after_box)
 
 

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 from fractions import Fraction
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from sirst5k.method.reductions import pairwise_mean
+from sirst5k.method.rng import generator
 
 
 def _size(size) -> tuple[int, int]:
@@ -166,3 +169,86 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     if not x.is_floating_point():
         return x.clamp(0, 255).to(torch.uint8)
     return torch.round(x).clamp_(0, 255).to(torch.uint8)
+
+
+# -- the step as the stage, `sirst5k modes` and the tests run it ----------------------------------
+
+# Images per device batch. On a CPU, small batches keep each float tensor (2 MiB at 8 x 256 x
+# 256) in cache and reuse freed memory instead of faulting in fresh pages: 8 is ~20% faster
+# per image than 64 (benchmarks/stage_throughput.py). A GPU wants big batches.
+BATCH = {"cpu": 8, "cuda": 64}
+STEP = "transfer"
+
+
+@dataclass(frozen=True)
+class TransferDraws:
+    """The random part of a transfer, drawn apart from the math so a sample can be replayed.
+
+    field: "resize" or "mosaic". rows: bank rows, [N] (one patch per sample, resized) or
+    [N, rows, cols] (the tiles of each sample's mosaic). `noise_id` [N] is each sample's
+    first row (the one recorded in the shard's meta).
+    """
+
+    field: str
+    rows: np.ndarray
+
+    @property
+    def noise_id(self) -> np.ndarray:
+        return self.rows.reshape(len(self.rows), -1)[:, 0].astype(np.int64)
+
+
+def draw_transfer_params(seed: int, sample_ids: Sequence[str], n_bank: int, size: tuple[int, int], window: int,
+                         field: str) -> TransferDraws:
+    """Each sample's bank rows, from a generator keyed by (seed, "transfer", sample_id) alone.
+
+    So every mix value of a sample uses the same noise, and a draw depends neither on worker
+    count nor on the order of the samples.
+    """
+    if n_bank < 1:
+        raise ValueError("the noise bank is empty")
+    rows = []
+    for sid in sample_ids:
+        g = generator(seed, STEP, str(sid))
+        if field == "resize":
+            rows.append(np.array([g.integers(n_bank)]))
+        elif field == "mosaic":
+            rows.append(draw_mosaic_params(g, n_bank, size, window))
+        else:
+            raise ValueError(f"field must be resize or mosaic, got {field!r}")
+    if not rows:
+        shape = (0,) if field == "resize" else (0, *mosaic_grid(size, window))
+        return TransferDraws(field, np.zeros(shape, np.int64))
+    stacked = np.stack(rows).astype(np.int64)
+    return TransferDraws(field, stacked[:, 0] if field == "resize" else stacked)
+
+
+def transfer_images(images: np.ndarray, patches: np.ndarray, draws: TransferDraws, mixes: Sequence[float],
+                    mode: str, device: "torch.device | str" = "cpu") -> np.ndarray:
+    """The transferred images uint8 [N * M, H, W], sample-major (sample i's M mixes sit together).
+
+    images: uint8 [N, H, W]; patches: the bank's uint8 [R, w, w]; draws: from
+    `draw_transfer_params` for these N samples; mode: "blend" or "additive". The math runs on
+    `device` in batches of BATCH[device type] images, with the same bits on a CPU and a GPU.
+    """
+    if mode not in ("blend", "additive"):
+        raise ValueError(f"mode must be blend or additive, got {mode!r}")
+    images = np.asarray(images)
+    if images.ndim != 3 or len(draws.rows) != len(images):
+        raise ValueError(f"images must be [N, H, W] with one draw each, got {images.shape} and {len(draws.rows)} draws")
+    dev = torch.device(device)
+    n, h, w = images.shape
+    fuse = blend if mode == "blend" else additive
+    out = np.empty((n * len(mixes), h, w), np.uint8)
+    batch = BATCH.get(dev.type, BATCH["cpu"])
+    for start in range(0, n, batch):
+        stop = min(start + batch, n)
+        img = torch.from_numpy(images[start:stop]).to(dev, torch.float32)
+        rows = draws.rows[start:stop]
+        if draws.field == "resize":
+            field = resize_field(torch.from_numpy(patches[rows]).to(dev, torch.float32), (h, w))
+        else:  # [n, rows, cols] -> the [n, rows * cols] tiles of each mosaic, row-major
+            field = mosaic_field(torch.from_numpy(patches[rows.reshape(len(rows), -1)]).to(dev, torch.float32), (h, w))
+        for j, m in enumerate(mixes):
+            fused = fuse(img, field, torch.full((stop - start,), float(m), device=dev))
+            out[np.arange(start, stop) * len(mixes) + j] = to_uint8(fused).cpu().numpy()
+    return out

@@ -1,0 +1,1 @@
+"""The dataset report: statistics, pictures and the dataset card."""

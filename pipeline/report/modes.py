@@ -1,6 +1,6 @@
 """What each transfer and negative mode does to one image: the tiles of `sirst5k modes`.
 
-`mode_tiles` runs the pipeline's own algorithm functions (pipeline.transfer, pipeline.negatives)
+`mode_tiles` runs the pipeline's own step functions (sirst5k.method.transfer, .negatives)
 on one image and returns one `ModeTile` per mode, in a fixed order:
 
   original; transfer blend/resize at m = 0.1 and 0.5 (the paper's range), additive/resize
@@ -13,7 +13,8 @@ on one image and returns one `ModeTile` per mode, in a fixed order:
 zoomed region blue) above a x4 nearest zoom of the 48x48 neighbourhood of the tile's target, so
 that a 3-pixel box is visible; `mode_sheet` lays the tiles out with the report's contact sheet.
 The random noise choice is drawn apart from the transform (`draw_mode_params`), so a sheet can
-be replayed from (seed, key).
+be replayed from (seed, key): with key = a sample id, the transfer tiles are what `sirst5k transfer`
+writes for that sample.
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from sirst5k.method.negatives import apply_negatives, negative_boxes
-from sirst5k.report.build import BOX, OUTLINE, contact_sheet, highpass_energy, outline, render_tile
-from sirst5k.method.rng import generator
+from sirst5k.report.drawing import BOX, OUTLINE, contact_sheet, outline, render_tile
+from sirst5k.report.stats import highpass_energy
 from sirst5k.method.targets import target_centers
-from sirst5k.method.transfer import additive, blend, draw_mosaic_params, mosaic_field, resize_field, to_uint8
+from sirst5k.method.transfer import TransferDraws, draw_transfer_params, transfer_images
 
-STAGE = "modes"
+
 # (mode, field, mix), in sheet order.
 TRANSFER_MODES: tuple[tuple[str, str, float], ...] = (
     ("blend", "resize", 0.1),
@@ -72,20 +73,20 @@ class ModeTile:
 
 @dataclass(frozen=True)
 class ModeDraws:
-    """The sheet's random choices: `noise_id` the bank row resized for the `resize` field,
-    `mosaic` [rows, cols] int64 the bank rows tiled for the `mosaic` field."""
+    """The sheet's random choices, the ones the transfer stage would draw for this image:
+    `noise_id` the bank row resized for the `resize` field, `mosaic` [rows, cols] int64 the
+    bank rows tiled for the `mosaic` field."""
 
     noise_id: int
     mosaic: np.ndarray
 
 
 def draw_mode_params(seed: int, n_bank: int, size: tuple[int, int], window: int, key: str = "") -> ModeDraws:
-    """Bank rows for one sheet, drawn from (seed, "modes", key) alone."""
-    g = generator(seed, STAGE, key)
-    if n_bank < 1:
-        raise ValueError("the noise bank is empty")
-    noise_id = int(g.integers(n_bank))
-    return ModeDraws(noise_id, draw_mosaic_params(g, n_bank, size, window))
+    """Bank rows for one sheet: exactly what `sirst5k transfer --seed SEED` draws for a sample
+    whose id is `key` (`draw_transfer_params`), for each field."""
+    resize = draw_transfer_params(seed, [key], n_bank, size, window, "resize")
+    mosaic = draw_transfer_params(seed, [key], n_bank, size, window, "mosaic")
+    return ModeDraws(int(resize.rows[0]), mosaic.rows[0])
 
 
 def border_target(centers: np.ndarray, size: tuple[int, int], patch: int = BORDER_PATCH) -> int | None:
@@ -103,17 +104,14 @@ def border_target(centers: np.ndarray, size: tuple[int, int], patch: int = BORDE
 
 def transfer_tiles(image: np.ndarray, mask: np.ndarray, patches: np.ndarray, draws: ModeDraws,
                    focus: tuple[int, int]) -> list[ModeTile]:
-    """One tile per entry of TRANSFER_MODES. image, mask: uint8 [H, W]; patches: uint8 [R, w, w]."""
-    size = image.shape
-    img = torch.from_numpy(np.array(image, np.float32))[None]
-    fields = {
-        "resize": resize_field(torch.from_numpy(patches[[draws.noise_id]]).float(), size),
-        "mosaic": mosaic_field(torch.from_numpy(patches[draws.mosaic.reshape(-1)]).float()[None], size),
-    }
+    """One tile per entry of TRANSFER_MODES, made by the transfer stage's own function.
+
+    image, mask: uint8 [H, W]; patches: uint8 [R, w, w].
+    """
+    rows = {"resize": np.array([draws.noise_id], np.int64), "mosaic": draws.mosaic[None]}
     tiles = []
     for mode, fld, mix in TRANSFER_MODES:
-        fuse = blend if mode == "blend" else additive
-        out = to_uint8(fuse(img, fields[fld], mix))[0].numpy()
+        out = transfer_images(image[None], patches, TransferDraws(fld, rows[fld]), [mix], mode)[0]
         note = " (paper)" if (mode, fld, mix) == ("blend", "resize", 0.1) else ""
         tiles.append(ModeTile(
             f"{mode} / {fld}, m={mix:g}{note}", "transfer", out, mask.copy(), None, focus,

@@ -43,10 +43,71 @@ def resolve_device(device: str) -> "torch.device":
     return torch.device(device)
 
 
+#: Seconds to wait for a scheduler given by address before giving up (SIRST5K_CONNECT_TIMEOUT).
+CONNECT_TIMEOUT = 5.0
+# schemes distributed can connect to, and those that take a HOST:PORT
+_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx", "inproc")
+_HOST_PORT_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
+
+
+def check_scheduler_address(address: str) -> str:
+    """`address` as distributed takes it, or InputError (one line) when it cannot be a scheduler's
+    address: an unknown scheme, no host, a port that is not a number in 1..65535. No connection
+    is tried: a stage can call this first, before any work."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    where = f"--scheduler {address!r}"
+    text = address.strip()
+    if not text or any(c.isspace() for c in text):
+        raise InputError(None, f"{where} is not a scheduler address; use tcp://HOST:PORT")
+    try:
+        scheme, loc = parse_address(text, strict=False)
+    except ValueError as err:
+        raise InputError(None, f"{where} is not a scheduler address ({err}); use tcp://HOST:PORT") from None
+    if scheme not in _SCHEMES:
+        raise InputError(None, f"{where}: unknown protocol {scheme}://; use tcp://HOST:PORT")
+    if scheme in _HOST_PORT_SCHEMES:
+        try:
+            host, port = parse_host_port(loc)
+        except (ValueError, TypeError):
+            what = "its port is not a number" if loc.rsplit("]", 1)[-1].count(":") else "it needs a port"
+            raise InputError(None, f"{where} is not a scheduler address: {what}, as in tcp://HOST:8786") from None
+        if not host:
+            raise InputError(None, f"{where} is not a scheduler address: no host; use tcp://HOST:PORT")
+        if not 0 < int(port) < 65536:
+            raise InputError(None, f"{where}: port {int(port)} is outside 1..65535")
+    elif not loc:
+        raise InputError(None, f"{where} is not a scheduler address")
+    return text
+
+
+def _connect_timeout() -> float:
+    try:
+        return max(0.1, float(os.environ.get("SIRST5K_CONNECT_TIMEOUT", CONNECT_TIMEOUT)))
+    except ValueError:
+        return CONNECT_TIMEOUT
+
+
+def _connect(address: str):
+    """A Client on the scheduler at `address`, or InputError (one line) when none answers in time."""
+    from distributed import Client
+
+    timeout = _connect_timeout()
+    try:
+        return Client(address, timeout=f"{timeout}s")
+    except (OSError, TimeoutError, ValueError) as err:
+        reason = "nothing answered" if isinstance(err, (TimeoutError,)) or "Timed out" in str(err) else \
+            " ".join(str(err).split()) or type(err).__name__
+        raise InputError(None, f"--scheduler {address}: cannot connect to a dask scheduler within {timeout:g} s "
+                               f"({reason}); is `dask scheduler` running there?") from None
+
+
 @contextlib.contextmanager
 def open_client(workers: int | None = None, scheduler: str | None = None, device: str = "auto") -> Iterator[Any]:
     """A distributed.Client on an existing scheduler, or on a fresh LocalCluster of `workers` processes.
 
+    A scheduler address (`scheduler`, else DASK_SCHEDULER_ADDRESS) that is malformed, or where no
+    scheduler answers within CONNECT_TIMEOUT seconds, is an InputError (one line) before any task.
     `device="cuda"` is checked before any work starts: it needs a CUDA device here (local
     cluster) or a worker that offers resource GPU (scheduler); otherwise InputError, one line.
     """
@@ -55,7 +116,7 @@ def open_client(workers: int | None = None, scheduler: str | None = None, device
 
     address = scheduler or os.environ.get(SCHEDULER_ENV)
     if address:
-        client = Client(address, timeout="30s")
+        client = _connect(check_scheduler_address(address))
         try:
             if device == "cuda" and not cluster_has_gpu(client):
                 raise InputError(None, f"--device cuda: no worker of the scheduler at {address} offers resource GPU "
@@ -193,3 +254,21 @@ def progress_bar(label: str, total: int, show: bool | None = None) -> Iterator[C
     ) as progress:
         task = progress.add_task(label, total=total)
         yield lambda: progress.advance(task)
+
+
+def map_tasks(fn: Callable[..., Any], tasks: Sequence[tuple], label: str, client: Any = None) -> list[Any]:
+    """fn(*args) for each args in `tasks`, results in task order: on `client`'s cluster when
+    given (`run_tasks`), else here, one after another, under a progress bar.
+
+    The one place the commands that may run without a cluster (report, verify) choose where
+    their tasks run; here an error stops at the first failing task, which is the first in task
+    order, as `run_tasks` would raise it.
+    """
+    if client is not None:
+        return run_tasks(client, fn, tasks, label)
+    results = []
+    with progress_bar(label, len(tasks)) as advance:
+        for args in tasks:
+            results.append(fn(*args))
+            advance()
+    return results

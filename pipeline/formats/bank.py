@@ -1,0 +1,281 @@
+"""The noise-bank file (schema_version 1): its writer and its readers, in one place.
+
+One HDF5 file, one row per (kept window, frame), so a shard's `noise_id` is a row index:
+- `/patches`: uint8 `[R, w, w]`, gzip-1, chunks of up to 256 rows;
+- `/sequence`, `/frame` (str): where each row was cut, sequence name and frame file name;
+- `/frame_index`, `/entry`, `/t0`, `/y`, `/x` (int64): the frame's place in its sequence, the
+  kept window the row belongs to (numbered across the bank), its first frame, the box corner;
+- `/var`, `/mean` (float64): the box's statistics in this frame, and `/seq_var_of_var`,
+  `/seq_var_of_mean`: the entry's variance of those across its frames;
+- root attributes: `schema_version`, `producer`, `stage`, `version`, `frames_hash`,
+  `n_sequences`, `n_frames` and the selection params (the noise-bank stage fills them in).
+
+The stage writes one part file per sequence in its workers (`write_part`) and merges them into
+the bank (`merge_parts`). Both files are built in memory and written with one plain file write:
+HDF5's own writes report a full disk as a stream of "Exception ignored" messages from
+destructors and can take the worker down with them, while a Python write fails once, cleanly,
+with ENOSPC. The bank goes to a temporary name and is renamed when complete, so a failed run
+never leaves a file under the final name. The bytes depend only on the content (no timestamps).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Sequence
+
+import h5py
+import numpy as np
+
+from sirst5k.errors import InputError, OutputError
+
+SCHEMA_VERSION = 1
+_STR = h5py.string_dtype("utf-8")
+# Per-row numeric columns, in the order the bank stores them, with their dtypes.
+ROW_FIELDS: dict[str, type] = {
+    "frame_index": np.int64,
+    "entry": np.int64,
+    "t0": np.int64,
+    "y": np.int64,
+    "x": np.int64,
+    "var": np.float64,
+    "mean": np.float64,
+    "seq_var_of_var": np.float64,
+    "seq_var_of_mean": np.float64,
+}
+TEXT_FIELDS = ("sequence", "frame")
+PATCH_CHUNK_ROWS = 256
+_memory_names = itertools.count()
+
+
+@dataclass(frozen=True)
+class Part:
+    """One sequence's part file, as the noise-bank task reports it: `kept` windows, `rows` rows."""
+
+    sequence: str
+    path: str
+    kept: int
+    rows: int
+
+
+# ---------------------------------------------------------------- writing
+
+
+def part_rows(kept: np.ndarray, var: np.ndarray, mean: np.ndarray, length: int, stride: int,
+              frame_names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The row columns of one sequence's kept windows, `length` rows per window, window-major.
+
+    kept: `[K, 3]` `(t0, gy, gx)` from `select_windows`; var, mean: `[T, gy, gx]` per-frame box
+    statistics from `window_stats`; frame_names: the file name of each of the T frames.
+    Returns every ROW_FIELDS column and `frame`, each of length K * length.
+    """
+    kept = np.asarray(kept, dtype=np.int64).reshape(-1, 3)
+    k = len(kept)
+    t = kept[:, :1] + np.arange(length)[None, :]  # [K, L] frame index of each row
+    v = np.asarray(var, dtype=np.float64)[t, kept[:, 1:2], kept[:, 2:3]]
+    m = np.asarray(mean, dtype=np.float64)[t, kept[:, 1:2], kept[:, 2:3]]
+    return {
+        "frame_index": t.reshape(-1),
+        "entry": np.repeat(np.arange(k), length),
+        "t0": np.repeat(kept[:, 0], length),
+        "y": np.repeat(kept[:, 1] * stride, length),
+        "x": np.repeat(kept[:, 2] * stride, length),
+        "var": v.reshape(-1),
+        "mean": m.reshape(-1),
+        "seq_var_of_var": np.repeat(v.var(axis=1), length),
+        "seq_var_of_mean": np.repeat(m.var(axis=1), length),
+        "frame": np.array([frame_names[i] for i in t.reshape(-1)], dtype=object),
+    }
+
+
+def write_part(path: str | Path, patches: np.ndarray, kept: np.ndarray, var: np.ndarray, mean: np.ndarray,
+               frame_names: Sequence[str], stride: int) -> int:
+    """Write one sequence's kept windows to a part file; returns its row count.
+
+    patches: `[K, L, w, w]` uint8 from `extract_patches`; the rest as `part_rows` takes them.
+    A failed write leaves no file and raises OutputError naming the part.
+    """
+    patches = np.asarray(patches, dtype=np.uint8)
+    k, length, w = patches.shape[0], patches.shape[1], patches.shape[-1]
+    rows = part_rows(kept, var, mean, length, stride, frame_names)
+
+    def fill(f: h5py.File) -> None:
+        f["patches"] = patches.reshape(k * length, w, w)
+        for name, dtype in ROW_FIELDS.items():
+            f[name] = rows[name].astype(dtype, copy=False)
+        f["frame"] = rows["frame"].astype(_STR)
+
+    _write_file(Path(path), fill, "cannot write noise-bank part", atomic=False)
+    return k * length
+
+
+def merge_parts(parts: Sequence[Part], out: str | Path, attrs: Mapping[str, object]) -> int:
+    """Concatenate the parts, in the order given, into the bank file at `out`; returns its row count.
+
+    attrs become the root attributes (sorted by name). Entries are renumbered across the bank.
+    An empty bank is never written (ValueError: the caller says why nothing was kept).
+    The file goes to a temporary name in `out`'s folder and is renamed when complete; on
+    failure nothing is left under either name and OutputError names `out`. The parts are read,
+    never removed (they live in the caller's scratch folder).
+    """
+    out = Path(out)
+    parts = [p for p in parts if p.rows]
+    if not parts:
+        raise ValueError("merge_parts: no part holds a row")
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("patches", *TEXT_FIELDS, *ROW_FIELDS)}
+    entry_base = 0
+    for p in parts:
+        try:
+            with h5py.File(p.path, "r") as f:
+                cols["patches"].append(f["patches"][()])
+                for k in ROW_FIELDS:
+                    cols[k].append(f[k][()] + (entry_base if k == "entry" else 0))
+                cols["frame"].append(f["frame"].asstr()[()].astype(object))
+        except (OSError, KeyError) as err:
+            raise OutputError(out, f"cannot merge noise-bank part {p.path}: {_one_line(err)}") from err
+        cols["sequence"].append(np.full(p.rows, p.sequence, dtype=object))
+        entry_base += p.kept
+    rows = sum(p.rows for p in parts)
+    w = int(attrs["window"])
+
+    def fill(f: h5py.File) -> None:
+        for key in sorted(attrs):
+            f.attrs[key] = attrs[key]
+        f.create_dataset("patches", data=np.concatenate(cols["patches"]), chunks=(min(rows, PATCH_CHUNK_ROWS), w, w),
+                         track_times=False, compression="gzip", compression_opts=1)
+        for k in TEXT_FIELDS:
+            f.create_dataset(k, data=np.concatenate(cols[k]), dtype=_STR, track_times=False)
+        for k in ROW_FIELDS:
+            f.create_dataset(k, data=np.concatenate(cols[k]), track_times=False)
+
+    _write_file(out, fill, "cannot write noise bank", atomic=True)
+    return rows
+
+
+def _write_file(path: Path, fill: Callable[[h5py.File], None], what: str, *, atomic: bool) -> None:
+    """Build an HDF5 file in memory with `fill`, then write its bytes to `path` in one go."""
+    try:
+        image = _hdf5_image(fill)
+    except OSError as err:  # HDF5 out of memory and the like: nothing was written yet
+        raise OutputError(path, f"{what}: {_one_line(err)}") from err
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}") if atomic else path
+    try:
+        if not path.parent.exists():  # (a file in the way fails below as "Not a directory")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(image)
+        if atomic:
+            os.replace(tmp, path)
+    except OSError as err:
+        _remove(tmp)
+        raise OutputError(path, f"{what}: {_one_line(err)}") from err
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(path: Path) -> None:
+    """Remove a half-written file if there is one (its folder may be what failed)."""
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+
+
+def _hdf5_image(fill: Callable[[h5py.File], None]) -> bytes:
+    """The bytes of the HDF5 file `fill` builds, the same as HDF5 writes for it on disk."""
+    name = f"sirst5k-bank-{os.getpid()}-{next(_memory_names)}.h5"
+    with h5py.File(name, "w", driver="core", backing_store=False, libver=("earliest", "v110")) as f:
+        fill(f)
+        f.flush()
+        return f.id.get_file_image()
+
+
+# ---------------------------------------------------------------- reading
+
+
+@contextlib.contextmanager
+def _open(path: str | Path) -> Iterator[h5py.File]:
+    """The bank file open for reading, its `/patches` checked; one-line InputError otherwise."""
+    try:
+        f = h5py.File(path, "r")
+    except FileNotFoundError:
+        raise InputError(path, "cannot read noise bank: no such file") from None
+    except IsADirectoryError:
+        raise InputError(path, "cannot read noise bank: is a folder") from None
+    except OSError as err:
+        raise InputError(path, f"not a noise bank: {_one_line(err)}") from None
+    with f:
+        patches = f.get("patches")
+        if not isinstance(patches, h5py.Dataset):
+            raise InputError(path, "not a noise bank: no /patches dataset")
+        shape = patches.shape
+        if len(shape) != 3 or shape[1] != shape[2] or shape[1] == 0:
+            raise InputError(path, f"noise bank /patches must be [R, w, w], got {shape}")
+        if shape[0] == 0:
+            raise InputError(path, "noise bank is empty")
+        version = f.attrs.get("schema_version")
+        if version is not None and _plain(version) != SCHEMA_VERSION:
+            raise InputError(path, f"noise bank schema_version {_plain(version)}; this sirst5k reads "
+                                   f"{SCHEMA_VERSION}: rebuild it with `sirst5k noise-bank`")
+        yield f
+
+
+def read_attrs(path: str | Path) -> dict[str, object]:
+    """The bank's root attributes as plain Python values."""
+    with _open(path) as f:
+        return {k: _plain(v) for k, v in f.attrs.items()}
+
+
+def bank_info(path: str | Path) -> dict:
+    """What a consumer of the bank records and passes to its tasks (small; no patches):
+    `{path, version, rows, window, frames_hash}`."""
+    with _open(path) as f:
+        attrs = {k: _plain(v) for k, v in f.attrs.items()}
+        rows = int(f["patches"].shape[0])
+    return {"path": str(path), "version": str(attrs.get("version", "")), "rows": rows,
+            "window": int(attrs.get("window", 0)), "frames_hash": str(attrs.get("frames_hash", ""))}
+
+
+def read_patches(path: str | Path) -> np.ndarray:
+    """The bank's `/patches`, uint8 `[R, w, w]`."""
+    with _open(path) as f:
+        try:
+            patches = f["patches"][()]
+        except OSError as err:
+            raise InputError(path, f"cannot read noise bank: {_one_line(err)}") from None
+    return np.asarray(patches, np.uint8)
+
+
+@functools.lru_cache(maxsize=2)
+def load_bank(path: str, version: str) -> np.ndarray:
+    """The bank's patches, read once per worker process (version in the key: a rebuilt bank is reloaded)."""
+    return read_patches(path)
+
+
+def read_rows(path: str | Path) -> dict[str, np.ndarray]:
+    """Each row's provenance and statistics: `sequence`, `frame` (str) and every ROW_FIELDS column."""
+    with _open(path) as f:
+        n = f["patches"].shape[0]
+        missing = [k for k in (*TEXT_FIELDS, *ROW_FIELDS) if not isinstance(f.get(k), h5py.Dataset)]
+        if missing:
+            raise InputError(path, f"noise bank lacks row field(s) {', '.join('/' + k for k in missing)}")
+        rows = {k: f[k].asstr()[()] for k in TEXT_FIELDS}
+        rows.update({k: f[k][()] for k in ROW_FIELDS})
+    short = [k for k, v in rows.items() if v.shape != (n,)]
+    if short:
+        raise InputError(path, f"noise bank row field(s) {', '.join('/' + k for k in short)} do not have "
+                               f"length {n} like /patches")
+    return rows
+
+
+def _plain(value: object) -> object:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _one_line(err: BaseException) -> str:
+    """An OSError's reason as one line (h5py's messages can span lines)."""
+    text = getattr(err, "strerror", None) or str(err)
+    return " ".join(str(text).split())

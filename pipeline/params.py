@@ -1,0 +1,274 @@
+"""Typed params of every step: each default, choice, help text and check written once.
+
+One frozen dataclass per step. The command line takes its option defaults, choices (`Literal`
+types, which typer turns into choices) and help texts from here; the library builds the same
+objects; and `version_dict()` decides, by an explicit per-field rule, what enters a step's
+version and task keys:
+
+  - `always`: the field identifies the output;
+  - `if_changed`: the field enters only when it differs from its default. This is the rule for
+    options added after outputs were published: a run that does not use the option keeps the
+    version (and the bytes) it always had, and one that does gets a new one.
+
+Only the standard library is imported here, so `sirst5k --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Sequence, get_args
+
+VersionRule = Literal["always", "if_changed"]
+
+# The choices, each written once.
+Layout = Literal["auto", "dnanet", "basicirstd", "sirst", "sirst-v2", "folder"]
+TransferMode = Literal["blend", "additive"]
+NoiseField = Literal["resize", "mosaic"]
+Clamp = Literal["script", "clip"]
+Device = Literal["auto", "cpu", "cuda"]
+ROTATIONS = (0, 1, 2, 3)
+
+
+def choices(literal: Any) -> tuple[str, ...]:
+    """The values of a `Literal` type, in order."""
+    return tuple(get_args(literal))
+
+
+class ParamError(ValueError):
+    """A bad option value: `str(err)` is the one line the user sees (`--mix 2: values in [0, 1]`)."""
+
+    def __init__(self, option: str, value: Any, problem: str):
+        self.option, self.value, self.problem = option, value, problem
+        shown = ",".join(map(_plain, value)) if isinstance(value, (list, tuple)) else _plain(value)
+        super().__init__(f"--{option.replace('_', '-')} {shown}: {problem}")
+
+
+def _plain(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def param(default: Any, help: str, version: VersionRule = "always") -> Any:
+    """A field with its default, its help text and its version rule."""
+    return dataclasses.field(default=default, metadata={"help": help, "version": version})
+
+
+class StepParams:
+    """Shared behaviour of the step params dataclasses."""
+
+    STEP: ClassVar[str] = ""
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        return _field(cls, name).metadata["help"]
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        return _field(cls, name).default
+
+    def version_dict(self) -> dict[str, Any]:
+        """The fields that identify this step's output, as JSON values (tuples as lists)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if f.metadata.get("version", "always") == "if_changed" and value == f.default:
+                continue
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+def _field(cls: type, name: str) -> dataclasses.Field:
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f
+    raise KeyError(f"{cls.__name__} has no field {name!r}")
+
+
+# -- parsing and checks shared by the steps ------------------------------------------------------
+
+def split_values(values: str | Sequence[Any]) -> list[str]:
+    """Repeated options and comma-separated values alike: ["3,32", "9"] -> ["3", "32", "9"]."""
+    if isinstance(values, (str, int, float)):
+        values = [values]
+    return [part.strip() for v in values for part in str(v).split(",") if part.strip()]
+
+
+def parse_floats(option: str, values: str | Sequence[Any]) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in split_values(values))
+    except ValueError:
+        raise ParamError(option, values, "numbers, repeated or comma-separated") from None
+
+
+def parse_ints(option: str, values: str | Sequence[Any]) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in split_values(values))
+    except ValueError:
+        raise ParamError(option, values, "whole numbers, repeated or comma-separated") from None
+
+
+def _distinct(option: str, values: tuple) -> None:
+    if not values:
+        raise ParamError(option, values, "give at least one value")
+    seen = [v for i, v in enumerate(values) if v in values[:i]]
+    if seen:
+        raise ParamError(option, values, f"{_plain(seen[0])} is given twice")
+
+
+def _choice(option: str, value: Any, literal: Any) -> None:
+    allowed = choices(literal)
+    if value not in allowed:
+        raise ParamError(option, value, f"use {', '.join(allowed[:-1])} or {allowed[-1]}")
+
+
+def _at_least(option: str, value: float, low: float) -> None:
+    if value < low:
+        raise ParamError(option, value, f"must be at least {_plain(low)}")
+
+
+# -- the steps -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SynthParams(StepParams):
+    """The built-in synthetic infrared source (`sirst5k synth`)."""
+
+    STEP: ClassVar[str] = "synth"
+    images: int = param(1327, "Labelled images.")
+    sequences: int = param(4, "Frame sequences for the noise bank.")
+    frames: int = param(8, "Frames per sequence.")
+    size: int = param(256, "Image and frame side in pixels.")
+    seed: int = param(0, "Global seed; every draw is keyed by (seed, stage, sample).")
+
+    def __post_init__(self) -> None:
+        _at_least("images", self.images, 2)
+        _at_least("sequences", self.sequences, 1)
+        _at_least("frames", self.frames, 2)
+        _at_least("size", self.size, 32)
+
+
+@dataclass(frozen=True)
+class IngestParams(StepParams):
+    """A labelled dataset on disk -> shards at one image size."""
+
+    STEP: ClassVar[str] = "ingest"
+    layout: Layout = param("auto", "Dataset layout; auto detects it.")
+    size: int = param(256, "Side of the square shard images (bilinear; masks nearest).")
+    shard_size: int = param(256, "Samples per shard (one dask task each).")
+    split_ratio: float = param(0.5, "Train fraction for the folder layout.")
+    skip_bad: bool = param(False, "Warn about bad files and leave them out.")
+    seed: int = param(0, "Global seed; every draw is keyed by (seed, stage, sample).")
+
+    def __post_init__(self) -> None:
+        _choice("layout", self.layout, Layout)
+        _at_least("size", self.size, 16)
+        _at_least("shard_size", self.shard_size, 1)
+        if not 0.0 <= self.split_ratio <= 1.0:
+            raise ParamError("split_ratio", self.split_ratio, "a fraction in [0, 1]")
+
+
+@dataclass(frozen=True)
+class NoiseBankParams(StepParams):
+    """Flat, temporally stable windows of real frame sequences (the paper's rule, plus options)."""
+
+    STEP: ClassVar[str] = "noise-bank"
+    window: int = param(32, "Window side in pixels.")
+    stride: int | None = param(None, "Grid step (default: the window).")
+    max_var: float = param(50.0, "Keep windows whose variance is below this in every frame.")
+    min_mean: float = param(0.0, "... and whose mean is above this in every frame.")
+    max_seq_var: float = param(50.0, "Most variance of the window variances across frames.")
+    max_seq_mean: float = param(50.0, "Most variance of the window means across frames.")
+    temporal: int = param(0, "Frames per sliding temporal window; 0 = whole sequence (the paper).")
+    max_peak: float = param(0.0, "Reject a window whose brightest pixel rises this many grey levels above its "
+                                 "mean in any frame (small targets, hot pixels); 0 = no limit, as in the paper.",
+                            version="if_changed")
+    skip_bad: bool = param(False, "Warn about unreadable frames and leave them out.", version="if_changed")
+
+    def __post_init__(self) -> None:
+        _at_least("window", self.window, 2)
+        if self.stride is None:
+            object.__setattr__(self, "stride", self.window)
+        _at_least("stride", self.stride, 1)
+        _at_least("temporal", self.temporal, 0)
+        _at_least("max_peak", self.max_peak, 0)
+        # typer hands floats; the bank's attributes (and so its version) store them as floats
+        for name in ("max_var", "min_mean", "max_seq_var", "max_seq_mean", "max_peak"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+
+
+@dataclass(frozen=True)
+class TransferParams(StepParams):
+    """Fuse noise-bank patches into labelled images."""
+
+    STEP: ClassVar[str] = "transfer"
+    mix: tuple[float, ...] = param((0.1,), "Noise weight m in [0, 1]; several (repeated or comma-separated) "
+                                          "give each image once per m.")
+    mode: TransferMode = param("blend", "blend: m*noise + (1-m)*image (paper); additive: image + "
+                                        "m*(noise - mean(noise)), keeps brightness and contrast.")
+    field: NoiseField = param("resize", "resize: one patch resized to the image (paper); mosaic: bank "
+                                        "patches tiled at native scale.")
+    split: str = param("train", "Which split to transfer.")
+    seed: int = param(0, "Global seed; every draw is keyed by (seed, stage, sample).")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mix", tuple(float(m) for m in self.mix))
+        _distinct("mix", self.mix)
+        if any(not 0.0 <= m <= 1.0 for m in self.mix):
+            raise ParamError("mix", self.mix, "values in [0, 1]")
+        _choice("mode", self.mode, TransferMode)
+        _choice("field", self.field, NoiseField)
+
+
+@dataclass(frozen=True)
+class NegativesParams(StepParams):
+    """Mirrored and rotated boxes around every target, in image and mask alike."""
+
+    STEP: ClassVar[str] = "negatives"
+    patch: tuple[int, ...] = param((32,), "Box side N (an N-pixel box); several, repeated or comma-separated.")
+    mirror: bool = param(True, "Mirror the box left-right before rotating (the 32-px script does).")
+    rotations: tuple[int, ...] = param(ROTATIONS, "k values, rotation by k x 90 degrees counter-clockwise.")
+    clamp: Clamp = param("script", "Box placement near borders: script (the original rule) or clip "
+                                   "(the minimal shift inside the image).")
+    keep_cut: bool = param(True, "Keep negatives whose box cuts a target in two.")
+    split: str = param("train", "Which split to make negatives from.")
+    shard_size: int = param(1024, "Most samples per output shard.")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "patch", tuple(int(p) for p in self.patch))
+        object.__setattr__(self, "rotations", tuple(int(k) for k in self.rotations))
+        _distinct("patch", self.patch)
+        if any(p < 2 for p in self.patch):
+            raise ParamError("patch", self.patch, "sizes of at least 2 pixels")
+        _distinct("rotations", self.rotations)
+        if any(k not in ROTATIONS for k in self.rotations):
+            raise ParamError("rotations", self.rotations, "values from 0,1,2,3")
+        _choice("clamp", self.clamp, Clamp)
+        _at_least("shard_size", self.shard_size, 1)
+
+    def check_fits(self, height: int, width: int, where: str) -> None:
+        """Every box must fit the images: caught before any work, naming the input."""
+        too_big = [p for p in self.patch if p > min(height, width)]
+        if too_big:
+            raise ParamError("patch", self.patch, f"a {too_big[0]}-pixel box does not fit the {height}x{width} "
+                                                  f"images of {where}")
+
+
+@dataclass(frozen=True)
+class PublishParams(StepParams):
+    """The final dataset: train = originals (+ transfers) + negatives, test = originals."""
+
+    STEP: ClassVar[str] = "publish"
+    name: str = param("sirst5k", "Dataset name.")
+    shard_size: int = param(1024, "Samples per final shard.")
+    transfer: bool = param(False, "The noise-transferred images are published too.")
+
+    def __post_init__(self) -> None:
+        _at_least("shard_size", self.shard_size, 1)
+        if not self.name or any(c in self.name for c in "/\\") or self.name.startswith("."):
+            raise ParamError("name", self.name, "a plain name (no slashes, not hidden)")
+
+
+STEPS: tuple[type[StepParams], ...] = (SynthParams, IngestParams, NoiseBankParams, TransferParams, NegativesParams,
+                                       PublishParams)

@@ -1,0 +1,34 @@
+"""`sirst5k` and `python -m sirst5k`: the command line, or one line saying what it needs.
+
+A loader-only install (`pip install --no-deps sirst5k` with numpy, h5py and torch) has no
+typer or dask: the command then says what to install instead of a ModuleNotFoundError.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+# What the command line imports, by import name (distribution names in the message).
+NEEDED = {"typer": "typer", "rich": "rich", "dask": "dask[distributed]", "distributed": "dask[distributed]",
+          "PIL": "pillow", "skimage": "scikit-image", "numpy": "numpy", "h5py": "h5py", "filelock": "filelock"}
+
+
+def missing_packages() -> list[str]:
+    return sorted({dist for name, dist in NEEDED.items() if importlib.util.find_spec(name) is None})
+
+
+def main(argv: list[str] | None = None) -> None:
+    missing = missing_packages()
+    if missing:
+        print(f"sirst5k: the command line needs {', '.join(missing)}, which this install lacks "
+              f"(a loader-only install?): pip install {' '.join(repr(m) if '[' in m else m for m in missing)}",
+              file=sys.stderr)
+        raise SystemExit(2)
+    from sirst5k.stages.cli import main as cli_main
+
+    cli_main(argv)
+
+
+if __name__ == "__main__":
+    main()

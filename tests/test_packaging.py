@@ -1,0 +1,76 @@
+"""One import name: the wheel installs `sirst5k` alone, and a user's own `pipeline/` does not shadow it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import sirst5k.__main__ as entry
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_loader_imports_beside_a_users_own_pipeline_and_stages_packages(tmp_path: Path) -> None:
+    # ML repositories often have their own `pipeline/`; ours must not be found under that name
+    for name in ("pipeline", "stages"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("raise ImportError('the user package was imported')\n")
+    code = ("import sirst5k.loader, sirst5k.stages.cli\n"
+            "from sirst5k.loader import ShardDataset\n"
+            "import sys\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pipeline', 'stages')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_command_line_says_in_one_line_what_a_loader_only_install_lacks(monkeypatch, capsys) -> None:
+    real = entry.importlib.util.find_spec
+    monkeypatch.setattr(entry.importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("typer", "dask", "distributed") else real(name, *a))
+    with pytest.raises(SystemExit) as done:
+        entry.main(["--help"])
+    assert done.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("sirst5k: the command line needs dask[distributed], typer")
+    assert "pip install 'dask[distributed]' typer" in line
+
+
+def test_a_full_install_runs_the_command_line(capsys) -> None:
+    assert entry.missing_packages() == []
+    with pytest.raises(SystemExit) as done:
+        entry.main(["verify", "--help"])
+    assert done.value.code == 0
+    assert "Usage: sirst5k verify" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_wheel_holds_one_top_level_package(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("sirst5k-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
+    assert tops == {"sirst5k"}
+    for module in ("sirst5k/loader.py", "sirst5k/params.py", "sirst5k/method/negatives.py",
+                   "sirst5k/formats/bank.py", "sirst5k/runner/tasks.py", "sirst5k/stages/cli.py"):
+        assert module in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "sirst5k = sirst5k.__main__:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+STAGE_MODULES = ("synth", "ingest", "noise_bank", "transfer", "negatives", "publish", "report", "verify", "export",
+                 "modes", "evaluate")
+
+
+@pytest.mark.parametrize("module", STAGE_MODULES)
+def test_a_stage_module_imports_no_heavy_library(module: str) -> None:
+    # the command line lists and parses options with these modules alone: torch, h5py and dask
+    # load (seconds) only inside the functions that do the work
+    code = (f"import sys, sirst5k.stages.{module}\n"
+            "print(sorted(m for m in ('torch', 'h5py', 'dask', 'distributed', 'skimage', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -324,3 +324,38 @@ def test_negatives_stage_keeps_or_drops_cut(tmp_path):
     assert dropped["cut"].tolist() == [0, 0, 0]
     assert dropped["source_n_targets"].tolist() == [2] * 3 and dropped["source_area"].tolist() == [16] * 3
     assert (dropped["n_targets"] >= 0).all() and (dropped["area"] == 16).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode, field, mix", [("blend", "resize", 0.1), ("additive", "mosaic", 1.0)])
+def test_transfer_tiles_are_what_the_transfer_stage_writes(tmp_path, mode, field, mix):
+    """`sirst5k modes` shows exactly what `sirst5k transfer` makes of an image: same draws (keyed by
+    the sample id), same function."""
+    from sirst5k.formats.bank import read_patches
+    from sirst5k.stages.cli import app
+
+    def cli(*args):
+        result = runner.invoke(app, [*map(str, args), *(["--workers", "1"] if args[0] != "ingest" else [])])
+        assert result.exit_code == 0, result.output
+
+    cli("synth", tmp_path, "--images", 6, "--sequences", 2, "--frames", 4, "--size", 64, "--seed", 5)
+    runner.invoke(app, ["ingest", str(tmp_path / "source"), "--out", str(tmp_path / "ing"), "--size", "64",
+                        "--layout", "dnanet", "--workers", "1"])
+    cli("noise-bank", tmp_path / "frames", "--out", tmp_path / "bank.h5", "--window", 16, "--max-var", 400,
+        "--max-seq-var", 1e6, "--max-seq-mean", 1e6)
+    cli("transfer", tmp_path / "ing", "--noise-bank", tmp_path / "bank.h5", "--out", tmp_path / "tr", "--mix", mix,
+        "--mode", mode, "--field", field, "--seed", 7)
+    images, masks, meta = shards.read_shard(shards.list_shards(tmp_path / "tr", "train")[0])
+    originals, omasks, ometa = shards.read_shard(shards.list_shards(tmp_path / "ing", "train")[0])
+    patches = read_patches(tmp_path / "bank.h5")
+    label = f"{mode} / {field}, m={mix:g}"
+    compared = 0
+    for i, sid in enumerate(ometa["sample_id"].astype(str)):
+        if not omasks[i].any():
+            continue
+        tile = next(t for t in mode_tiles(originals[i], omasks[i], patches, seed=7, key=sid) if t.label.startswith(label))
+        j = list(meta["sample_id"].astype(str)).index(f"{sid}_m{mix:g}")
+        np.testing.assert_array_equal(tile.image, images[j])
+        assert np.asarray(tile.params["noise_id"]).flat[0] == meta["noise_id"][j]  # the row the shard records
+        compared += 1
+    assert compared >= 1

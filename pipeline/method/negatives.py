@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from sirst5k.method.targets import batch_target_table, label_points, mask_points
+from sirst5k.params import Clamp, choices
 
-CLAMPS = ("script", "clip")
+CLAMPS = choices(Clamp)  # the choices, written once in sirst5k.params
 
 
 def _check_patch(patch: int, image_size: tuple[int, int]) -> tuple[int, int, int]:

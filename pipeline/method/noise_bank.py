@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sirst5k.params import NoiseBankParams  # the defaults, written once
+
 # Column order of `kept_stats`: means over the temporal window of the per-frame variance and
 # mean, then the (population) variance over the temporal window of each.
 STAT_FIELDS: tuple[str, ...] = ("mean_of_var", "mean_of_mean", "var_of_var", "var_of_mean")
@@ -122,13 +124,13 @@ def select_windows(
     var,
     mean,
     *,
-    max_var: float = 50,
-    min_mean: float = 0,
-    max_seq_var: float = 50,
-    max_seq_mean: float = 50,
-    temporal: int = 0,
+    max_var: float = NoiseBankParams.max_var,
+    min_mean: float = NoiseBankParams.min_mean,
+    max_seq_var: float = NoiseBankParams.max_seq_var,
+    max_seq_mean: float = NoiseBankParams.max_seq_mean,
+    temporal: int = NoiseBankParams.temporal,
     peak=None,
-    max_peak: float = 0,
+    max_peak: float = NoiseBankParams.max_peak,
 ) -> np.ndarray:
     """Grid locations and temporal windows that pass the noise-bank test.
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from sirst5k.method.negatives import apply_negatives, negative_boxes
+from sirst5k.method.negatives import CLAMPS, apply_negatives, negative_boxes
 from sirst5k.report.drawing import BOX, OUTLINE, contact_sheet, outline, render_tile
 from sirst5k.report.stats import highpass_energy
 from sirst5k.method.targets import target_centers
@@ -166,7 +166,7 @@ def mode_tiles(image: np.ndarray, mask: np.ndarray, patches: np.ndarray, seed: i
     b = border_target(centers, image.shape)
     if b is not None:
         bc = (int(centers[b][0]), int(centers[b][1]))
-        for clamp in ("script", "clip"):
+        for clamp in CLAMPS:
             t = negative_tile(image, mask, bc, b, BORDER_PATCH, clamp=clamp, label="")
             y0, x0, _ = t.box
             tiles.append(ModeTile(f"border {clamp}: p32 at y{y0} x{x0}", t.kind, t.image, t.mask, t.box, t.focus,

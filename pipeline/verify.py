@@ -2,6 +2,10 @@
 
 Every problem is one line that starts with the file it is about (the manifest or a shard);
 a malformed manifest or shard is a problem to report, never a traceback.
+
+`verify_dataset(..., leakage=True)` also looks for train/test leakage (`method.duplicates`: exact
+and near-duplicate images across the splits, sequences in both): warnings with counts and the
+pairs, not problems, since real sets have them (SIRST v1 does).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 
 from sirst5k.errors import InputError
 from sirst5k.formats.manifest import content_version, dataset_dir, load_manifest
+from sirst5k.method import duplicates
 from sirst5k.method.targets import batch_target_table
 from sirst5k.formats.shards import KINDS, META_FIELDS, ROOT_ATTRS, SCHEMA_VERSION, SHARD_SUFFIX, sha256_file
 
@@ -35,8 +40,20 @@ def manifest_version(manifest: dict[str, Any]) -> str:
     return content_version(manifest["name"], inputs, manifest["params"], manifest["producer"])
 
 
-def verify_manifest(path: str | Path, labels: bool = True,
-                    map_shards: Callable[[Callable, list[tuple]], Iterable[ShardReport]] | None = None) -> list[str]:
+MapShards = Callable[[Callable, list[tuple]], Iterable["ShardReport"]]
+
+
+@dataclass
+class Verified:
+    """What `verify_dataset` found: problems (the dataset is unsound), and the leakage check
+    (`duplicates.find_leakage`, None when not asked or not possible) with its warning lines."""
+
+    problems: list[str]
+    leakage: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def verify_manifest(path: str | Path, labels: bool = True, map_shards: MapShards | None = None) -> list[str]:
     """Every problem found, one line each naming the file; an empty list means the dataset is sound.
 
     Each shard is checked on its own by `check_shard` (in this process, or through `map_shards`,
@@ -44,14 +61,22 @@ def verify_manifest(path: str | Path, labels: bool = True,
     on a dask cluster or here under a progress bar); what spans shards (ids, image size, counts
     per split) is checked here from their reports.
     """
+    return verify_dataset(path, labels, map_shards, leakage=False).problems
+
+
+def verify_dataset(path: str | Path, labels: bool = True, map_shards: MapShards | None = None,
+                   leakage: bool = True) -> Verified:
+    """`verify_manifest`'s problems, and with `leakage` the train/test leakage check: exact and
+    near-duplicate images of test samples among train samples, and the source's sequences found
+    in both splits (where its layout names them); warnings, never problems."""
     path = Path(path)
     try:
         manifest = load_manifest(path)
     except InputError as err:
-        return [str(err)]
+        return Verified([str(err)])
     problems = _check_structure(path, manifest)
     if problems:
-        return problems  # the rest relies on the structure
+        return Verified(problems)  # the rest relies on the structure
     try:
         if manifest_version(manifest) != manifest["version"]:
             problems.append(f"{path}: version {manifest['version']} does not match its name/inputs/params/producer "
@@ -61,7 +86,8 @@ def verify_manifest(path: str | Path, labels: bool = True,
     root = dataset_dir(path, manifest)
     # each job carries only the manifest fields a shard's attributes must match, not every shard's entry
     header = {k: manifest[k] for k in ("name", "version", "producer")}
-    jobs = [(str(root / s["path"]), s, header, split, i, len(entry["shards"]), labels)
+    near = {split: duplicates.near_kind(entry["kinds"]) for split, entry in manifest["splits"].items()}
+    jobs = [(str(root / s["path"]), s, header, split, i, len(entry["shards"]), labels, leakage, near[split])
             for split, entry in sorted(manifest["splits"].items()) for i, s in enumerate(entry["shards"])]
     reports = map_shards(check_shard, jobs) if map_shards else (check_shard(*job) for job in jobs)
     seen_ids: set[str] = set()
@@ -69,8 +95,11 @@ def verify_manifest(path: str | Path, labels: bool = True,
     first: tuple[tuple, Path] | None = None  # the first shard's image size
     kinds = {split: {k: 0 for k in KINDS} for split in manifest["splits"]}
     totals = {split: 0 for split in manifest["splits"]}
+    prints: dict[str, list[dict]] = {split: [] for split in manifest["splits"]}
     for (shard_path, s, _, split, *_), report in zip(jobs, reports, strict=True):
         shard = Path(shard_path)
+        if report.fingerprint is not None:
+            prints[split].append(report.fingerprint)
         if shard in listed:
             problems.append(f"{shard}: listed twice in the manifest")
         listed.add(shard)
@@ -101,7 +130,21 @@ def verify_manifest(path: str | Path, labels: bool = True,
             problems.append(f"{extra}: shard in the dataset folder is not listed in the manifest")
     else:
         problems.append(f"{root}: dataset folder of {path} does not exist")
-    return problems
+    result = Verified(problems)
+    if leakage and not problems:
+        result.leakage = leakage_of(manifest, prints)
+        result.warnings = duplicates.leakage_warnings(result.leakage) if result.leakage else []
+    return result
+
+
+def leakage_of(manifest: dict[str, Any] | None, prints: dict[str, list[dict]]) -> dict[str, Any] | None:
+    """`duplicates.find_leakage` of the train and test splits' fingerprints (per shard, in order);
+    None without both splits."""
+    if "train" not in prints or "test" not in prints:
+        return None
+    train = duplicates.concat_fingerprints(prints["train"])
+    test = duplicates.concat_fingerprints(prints["test"])
+    return duplicates.find_leakage(train, test, duplicates.source_layout(manifest))
 
 
 def _check_structure(path: Path, manifest: dict[str, Any]) -> list[str]:
@@ -153,18 +196,47 @@ class ShardReport:
     kinds: dict[str, int] = field(default_factory=dict)
     ids: list[str] = field(default_factory=list)
     size: tuple[int, int] | None = None
+    # with leakage: the shard's images' fingerprints (`shard_fingerprints`)
+    fingerprint: dict[str, Any] | None = None
 
 
 def check_shard(shard: str | Path, entry: dict, manifest: dict, split: str, index: int, n_shards: int,
-                labels: bool = True) -> ShardReport:
-    """Checksum, schema, attributes, counts, mask values and labels of one listed shard."""
+                labels: bool = True, leakage: bool = False, near_kind: str | None = None) -> ShardReport:
+    """Checksum, schema, attributes, counts, mask values and labels of one listed shard; with
+    `leakage` also its images' fingerprints for the check across the splits (`near_kind`: see
+    `shard_fingerprints`)."""
     shard = Path(shard)
     report = ShardReport([])
     try:
         _check_shard(shard, entry, manifest, split, index, n_shards, labels, report)
+        if leakage and not report.problems:
+            with h5py.File(shard, "r") as f:
+                report.fingerprint = shard_fingerprints(f["images"], report.ids, _str_meta(f, "source_id"),
+                                                        _str_meta(f, "kind"), split, near_kind)
     except Exception as err:  # a damaged file must not stop the other checks
         report.problems.append(f"{shard}: cannot check: {type(err).__name__}: {err}")
     return report
+
+
+def _str_meta(f: h5py.File, name: str) -> list[str]:
+    return [str(v) for v in f[f"meta/{name}"].asstr()[()]]
+
+
+def shard_fingerprints(images, ids: list[str], source_ids: list[str], kinds: list[str], split: str,
+                       near_kind: str | None = None) -> dict[str, Any]:
+    """`duplicates.fingerprints` of a shard's images (read BLOCK at a time), with its ids, source
+    ids and kinds. Train rows carry a thumbnail (are near-duplicate candidates) when of kind
+    `near_kind` (None: all; the split's `duplicates.near_kind`); test rows always."""
+    if split == "train" and near_kind is not None:
+        candidates = np.asarray(kinds, dtype=object) == near_kind
+    else:
+        candidates = np.ones(len(ids), bool)
+    parts = []
+    for start in range(0, len(ids), BLOCK):
+        stop = min(start + BLOCK, len(ids))
+        part = duplicates.fingerprints(images[start:stop], candidates[start:stop])
+        parts.append({"ids": ids[start:stop], "source_ids": source_ids[start:stop], "kinds": kinds[start:stop], **part})
+    return duplicates.concat_fingerprints(parts)
 
 
 def _check_shard(shard: Path, entry: dict, manifest: dict, split: str, index: int, n_shards: int, labels: bool,

@@ -81,10 +81,37 @@ def test_diagonal_pixels_are_one_component():
 
 
 def test_false_alarm_of_same_area_as_a_matched_target_still_counts():
-    # BasicIRSTD's area comparison would drop this blob from Fa; identity does not
+    # BasicIRSTD (since January 2024) counts unmatched components by identity, as we do by default;
+    # DNANet's older area-keyed rule drops a blob as large as a matched target
     gt = square(2, 2)[None]
     pred = (square(2, 2) | square(20, 20))[None] > 0
     assert irstd_metrics(pred, gt)["Fa"] == pytest.approx(9 / (H * W))
+    assert irstd_metrics(pred, gt, fa_rule="basicirstd")["Fa"] == pytest.approx(9 / (H * W))
+    assert irstd_metrics(pred, gt, fa_rule="dnanet")["Fa"] == 0.0
+
+
+def test_dnanet_rule_keys_false_alarms_by_area():
+    # per image: matched areas {9}; unmatched blobs of 9 (dropped), 4 and 4 (both counted) pixels
+    gt = square(2, 2)[None]
+    pred = (square(2, 2) | square(20, 20) | square(10, 20, side=2) | square(26, 2, side=2))[None] > 0
+    identity = irstd_metrics(pred, gt)
+    area = irstd_metrics(pred, gt, fa_rule="dnanet")
+    assert identity["Fa"] == pytest.approx(17 / (H * W)) and area["Fa"] == pytest.approx(8 / (H * W))
+    assert {k: v for k, v in identity.items() if k != "Fa"} == {k: v for k, v in area.items() if k != "Fa"}
+    # the list of matched areas is per image: a second image's 9-pixel false alarm counts
+    gt2 = np.stack([square(2, 2), np.zeros((H, W), np.uint8)])
+    pred2 = np.stack([square(2, 2), square(20, 20)]) > 0
+    acc = IRSTDMetrics(fa_rule="dnanet")
+    acc.update(pred2, gt2)
+    assert acc.false_alarm_pixels == 9
+    assert match_targets(pred[0], gt[0] > 0, fa_rule="dnanet").false_alarm_pixels == 8
+
+
+def test_unknown_fa_rule_is_an_error():
+    with pytest.raises(ValueError, match="fa_rule 'area'"):
+        IRSTDMetrics(fa_rule="area")
+    with pytest.raises(ValueError, match="basicirstd"):
+        irstd_metrics(np.zeros((1, 4, 4), bool), np.zeros((1, 4, 4)), fa_rule="DNANet")
 
 
 def test_accumulator_pools_images_for_miou_and_averages_for_niou():

@@ -263,3 +263,32 @@ def test_command_on_a_dask_cluster(reported, tmp_path):
     result = CliRunner().invoke(app, [str(root), "--out", str(out), "--workers", "1"])
     assert result.exit_code == 0, result.output
     assert json.loads((out / "stats.json").read_text()) == stats
+
+
+def test_card_documents_the_splits_and_leakage(reported, tmp_path):
+    """Issue 17: each split's id list and shard files by sha256, the leakage check, BasicIRSTD's numbers."""
+    import hashlib
+
+    root, arrays, stats = reported
+    card = (root / "report" / "README.md").read_text()
+    manifest = json.loads((root / "manifest.json").read_text())
+    for split in ("train", "test"):
+        ids = "".join(f"{i}\n" for i in arrays[split][2]["sample_id"]).encode()
+        assert f"| {split} | {len(arrays[split][2]['sample_id'])} | `{hashlib.sha256(ids).hexdigest()}` |" in card
+        for entry in manifest["splits"][split]["shards"]:
+            assert f"- {split}: `{entry['path']}` `{entry['sha256']}`" in card
+    assert "sha256 as `manifest.json` records them" in card
+    assert stats["leakage"]["checked"] == {"train": 12, "test": 2, "near_candidates": 4}
+    assert stats["leakage"]["groups"] is None  # a dnanet source names no sequences
+    assert "- sequences in both splits: not known" in card
+    means = [arrays["train"][0][i].astype(np.float64).mean() for i in range(12)]
+    assert stats["basicirstd_norm"]["mean"] == pytest.approx(np.mean(means), rel=1e-6)
+    assert stats["basicirstd_norm"]["n_images"] == 12 and "--img_norm_cfg_mean " in card
+    # a bare shard folder: no record of the checksums, and no manifest to say so
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for p in root.glob("*.h5"):
+        (bare / p.name).write_bytes(p.read_bytes())
+    build_report(bare)
+    bare_card = (bare / "report" / "README.md").read_text()
+    assert "no manifest or stage record gives their sha256" in bare_card and "- train: `train-00000.h5`\n" in bare_card

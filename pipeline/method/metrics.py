@@ -1,7 +1,9 @@
 """IRSTD metrics as the infrared small-target toolboxes report them: mIoU, nIoU, Pd, Fa.
 
 Definitions follow BasicIRSTD (`metrics.py`: mIoU, PD_FA) and, for nIoU, ACM / SCTransNet
-(`SamplewiseSigmoidMetric`), so numbers are comparable with published tables:
+(`SamplewiseSigmoidMetric`), so numbers are comparable with published tables (on exported
+SIRST-5K predictions mIoU and Pd equal BasicIRSTD's current `metrics.py` bit for bit, Fa to
+2e-8 relative):
 
 - mIoU = (sum over images of |pred & gt|) / (sum over images of |pred | gt|): one IoU of the
   whole set, foreground class only.
@@ -13,9 +15,15 @@ Definitions follow BasicIRSTD (`metrics.py`: mIoU, PD_FA) and, for nIoU, ACM / S
   Euclidean distance < `max_distance` (3) pixels from its own; a prediction matches at most once.
 - Fa = pixels of predicted components left unmatched / all pixels of all images.
 
-One deliberate difference: BasicIRSTD picks the unmatched components by comparing areas
-(`x not in image_area_match`), so a false alarm of the same size as some matched target is
-not counted. Here unmatched components are counted by identity, the rule the code means.
+Which components count as false alarms, `fa_rule`:
+- "basicirstd" (the default): every predicted component matched to no target, by identity.
+  BasicIRSTD has counted this way since January 2024 (it marks the matched components' pixels
+  and counts the predicted pixels outside them).
+- "dnanet": the older rule of DNANet's `PD_FA` (and of BasicIRSTD before 2024): per image, the
+  areas of the matched components are listed, and a predicted component counts only when its
+  area is in no entry of that list (`x not in image_area_match`), so a false alarm as large as
+  some matched target is dropped. It gives a lower Fa (31-38 % lower on the same predictions, as
+  issue 17 measured with both toolboxes' code); use it to compare with papers that scored with it.
 
 Predictions are probabilities (`pred > threshold`, 0.5 by default) or boolean masks; ground
 truth is any mask with nonzero = target (0/255 uint8 as in the shards). Arrays may be numpy
@@ -31,6 +39,7 @@ import numpy as np
 from skimage.measure import label
 
 METRIC_NAMES = ("mIoU", "nIoU", "Pd", "Fa")
+FA_RULES = ("basicirstd", "dnanet")
 
 
 def _numpy(x) -> np.ndarray:
@@ -98,14 +107,22 @@ class TargetMatch:
     false_alarm_pixels: int
 
 
-def match_targets(pred: np.ndarray, gt: np.ndarray, max_distance: float = 3.0) -> TargetMatch:
+def _check_rule(fa_rule: str) -> None:
+    if fa_rule not in FA_RULES:
+        raise ValueError(f"fa_rule {fa_rule!r}: use {' or '.join(repr(r) for r in FA_RULES)}")
+
+
+def match_targets(pred: np.ndarray, gt: np.ndarray, max_distance: float = 3.0,
+                  fa_rule: str = "basicirstd") -> TargetMatch:
     """Match predicted objects to GT targets by centroid distance, one image.
 
     pred, gt: bool [H, W]. A GT target is found when a not-yet-matched predicted component's
     centroid is closer than `max_distance` pixels (strictly) to its centroid; the first such
-    component in label order is taken, as BasicIRSTD does. Pixels of predicted components
-    matched to no target are false-alarm pixels.
+    component in label order is taken, as BasicIRSTD does. False-alarm pixels: those of the
+    predicted components matched to no target ("basicirstd"), or of the predicted components
+    whose area equals no matched component's area ("dnanet", see the module doc).
     """
+    _check_rule(fa_rule)
     if pred.ndim != 2 or pred.shape != gt.shape:
         raise ValueError(f"pred {pred.shape} and gt {gt.shape} must both be [H, W]")
     gt_c, _ = components(gt)
@@ -120,6 +137,9 @@ def match_targets(pred: np.ndarray, gt: np.ndarray, max_distance: float = 3.0) -
         if hit.size:
             free[hit[0]] = False
             found += 1
+    if fa_rule == "dnanet":
+        unmatched = ~np.isin(pred_area, pred_area[~free])
+        return TargetMatch(len(gt_c), found, int(pred_area[unmatched].sum()))
     return TargetMatch(len(gt_c), found, int(pred_area[free].sum()))
 
 
@@ -127,12 +147,16 @@ class IRSTDMetrics:
     """Accumulates mIoU, nIoU, Pd and Fa over batches: `update(pred, gt)` per batch, then `compute()`.
 
     pred: probabilities or bool masks, [N, H, W] / [N, 1, H, W] / [H, W]; gt: label masks of the
-    same shape (nonzero = target). Images in one set may differ in size.
+    same shape (nonzero = target). Images in one set may differ in size. `fa_rule`: which
+    unmatched components count as false alarms, "basicirstd" (by identity, the default) or
+    "dnanet" (the older area-keyed rule); see the module doc.
     """
 
-    def __init__(self, threshold: float = 0.5, max_distance: float = 3.0):
+    def __init__(self, threshold: float = 0.5, max_distance: float = 3.0, fa_rule: str = "basicirstd"):
+        _check_rule(fa_rule)
         self.threshold = threshold
         self.max_distance = max_distance
+        self.fa_rule = fa_rule
         self.reset()
 
     def reset(self) -> None:
@@ -153,7 +177,7 @@ class IRSTDMetrics:
         # an empty union scores 0, as the toolboxes' inter / (eps + union) does
         self.image_iou.extend(np.where(union > 0, inter / np.maximum(union, 1), 0.0).tolist())
         for pi, gi in zip(p, g):
-            m = match_targets(pi, gi, self.max_distance)
+            m = match_targets(pi, gi, self.max_distance, self.fa_rule)
             self.n_targets += m.n_targets
             self.n_found += m.n_found
             self.false_alarm_pixels += m.false_alarm_pixels
@@ -175,9 +199,10 @@ class IRSTDMetrics:
         }
 
 
-def irstd_metrics(pred, gt, threshold: float = 0.5, max_distance: float = 3.0) -> dict[str, float]:
+def irstd_metrics(pred, gt, threshold: float = 0.5, max_distance: float = 3.0,
+                  fa_rule: str = "basicirstd") -> dict[str, float]:
     """mIoU, nIoU, Pd and Fa of one batch of predictions [N, H, W] against masks [N, H, W]."""
-    acc = IRSTDMetrics(threshold, max_distance)
+    acc = IRSTDMetrics(threshold, max_distance, fa_rule)
     acc.update(pred, gt)
     return acc.compute()
 

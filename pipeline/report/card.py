@@ -13,7 +13,10 @@ from typing import Any, Mapping
 
 from sirst5k import PRODUCER
 from sirst5k.formats.shards import KINDS, SCHEMA_VERSION
+from sirst5k.method.duplicates import RULE as LEAKAGE_RULE
 from sirst5k.sources import Source
+
+PAIRS_SHOWN = 20  # leakage pairs the card lists (stats.json lists up to duplicates.LIST_LIMIT)
 
 CITATION = (
     'Y. Lu, Y. Lin, H. Wu, X. Xian, Y. Shi and L. Lin, "SIRST-5K: Exploring Massive Negatives Synthesis '
@@ -56,13 +59,16 @@ def _source_citation(inputs: Mapping[str, Any]) -> list[str]:
     return lines or ["- _add the citation of the source dataset here_"]
 
 
-def dataset_card(source: Source, stats: Mapping[str, Any], sheets: Mapping[str, str]) -> str:
-    """README.md text of a dataset's report; `sheets` maps kind -> contact sheet file name."""
+def dataset_card(source: Source, stats: Mapping[str, Any], sheets: Mapping[str, str],
+                 splits: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """README.md text of a dataset's report; `sheets` maps kind -> contact sheet file name;
+    `splits` (`build.split_records`): each split's id-list hash and shard checksums."""
     manifest = source.manifest or {}
     inputs = manifest.get("inputs", {})
     lines = (
         _header(manifest, source.root.name)
         + _contents(stats, sheets)
+        + _splits(splits or {}, stats.get("leakage"), stats.get("basicirstd_norm"))
         + _provenance(inputs, manifest.get("params", {}))
         + _FORMAT_AND_LOADING
         + _citation(inputs)
@@ -117,6 +123,58 @@ def _contents(stats: Mapping[str, Any], sheets: Mapping[str, str]) -> list[str]:
     ]
 
 
+def _splits(splits: Mapping[str, Mapping[str, Any]], leak: Mapping[str, Any] | None,
+            norm: Mapping[str, Any] | None) -> list[str]:
+    """Each split's id list and shard files by checksum, the leakage check, BasicIRSTD's numbers."""
+    out = ["## Splits", ""]
+    if splits:
+        out += ["The id lists are the files a DNANet or BasicIRSTD export writes (`50_50/<split>.txt`, "
+                "`img_idx/<split>_<NAME>.txt`: one id a line, LF, in shard order); their sha256:", "",
+                "| split | samples | id list sha256 |", "| --- | ---: | --- |"]
+        out += [f"| {split} | {s['samples']} | `{s['ids_sha256']}` |" for split, s in splits.items()]
+        out.append("")
+        recorded = next((s["recorded_in"] for s in splits.values() if s.get("recorded_in")), None)
+        out += [f"Shard files (sha256 as `{recorded}` records them):" if recorded
+                else "Shard files (no manifest or stage record gives their sha256):", ""]
+        for split, s in splits.items():
+            for name, digest in s["shards"]:
+                out.append(f"- {split}: `{name}`" + (f" `{digest}`" if digest else ""))
+        out.append("")
+    out += ["### Leakage between train and test", ""]
+    if leak is None:
+        out += ["Not checked: the dataset lacks a train or a test split.", ""]
+    else:
+        groups = leak.get("groups")
+        out += [f"Rule: {LEAKAGE_RULE}. Checked {leak['checked']['test']} test images against "
+                f"{leak['checked']['train']} train images ({leak['checked']['near_candidates']} of them for near "
+                "duplicates: the originals the others are made from). Real sets have some; they are warnings.", "",
+                f"- exact duplicates: {leak['exact']['test_images']} test image(s), {leak['exact']['pairs']} pair(s)",
+                f"- near duplicates: {leak['near']['test_images']} test image(s), {leak['near']['pairs']} pair(s)",
+                ("- sequences in both splits: not known (the source layout names no sequences)" if groups is None else
+                 f"- sequences in both splits ({groups['layout']} names): {groups['in_both']} of "
+                 f"{groups['groups_train']} train and {groups['groups_test']} test sequence(s)"), ""]
+        pairs = [("exact", p[0], p[1], "") for p in leak["exact"]["list"]] + \
+                [("near", p[0], p[1], f"dHash {p[2]}, r {p[3]}") for p in leak["near"]["list"]]
+        if pairs:
+            out += ["| test | train | match |", "| --- | --- | --- |"]
+            out += [f"| `{t}` | `{r}` | {kind}{' (' + how + ')' if how else ''} |" for kind, t, r, how in pairs[:PAIRS_SHOWN]]
+            more = leak["exact"]["pairs"] + leak["near"]["pairs"] - min(len(pairs), PAIRS_SHOWN)
+            out += ([f"", f"... and {more} more pair(s) (`stats.json` lists up to 1000 of each)."] if more > 0 else []) + [""]
+        if groups and groups["list"]:
+            out += ["Sequences in both splits: " + ", ".join(
+                f"`{g['group']}` ({g['train']} train / {g['test']} test)" for g in groups["list"][:PAIRS_SHOWN])
+                + (", ..." if len(groups["list"]) > PAIRS_SHOWN else ""), ""]
+    out += ["### Normalisation for BasicIRSTD", ""]
+    if norm is None:
+        out += ["Not computed: no train split.", ""]
+    else:
+        out += [f"Mean of the per-image means and of the per-image standard deviations over the {norm['n_images']} "
+                "train images (float32, 0..255, as BasicIRSTD's `get_img_norm_cfg` takes them, but from the train "
+                "split only):", "", "```",
+                f"--img_norm_cfg_mean {norm['mean']!r} --img_norm_cfg_std {norm['std']!r}", "```", ""]
+    return out
+
+
 def _provenance(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> list[str]:
     """The manifest's inputs, a line each, and every stage's parameters as JSON."""
     out = ["## Provenance", ""]
@@ -155,7 +213,8 @@ _FORMAT_AND_LOADING = [
     "loader = DataLoader(train, batch_size=16, shuffle=True, num_workers=4)",
     "```",
     "",
-    "PNG folders for DNANet or BasicIRSTD: `sirst5k export path/to/dataset OUT --layout dnanet|basicirstd`.",
+    "Folders for DNANet, BasicIRSTD, YOLO or COCO tools: `sirst5k export path/to/dataset OUT --layout",
+    "dnanet|basicirstd|yolo|coco` (one folder each; for BasicIRSTD the folder's name is the dataset name).",
     "",
 ]
 

@@ -19,6 +19,8 @@ import h5py
 import numpy as np
 
 from sirst5k.formats.shards import KINDS, read_meta
+from sirst5k.method import duplicates
+from sirst5k.method.norm import image_mean_std, norm_cfg
 from sirst5k.method.targets import batch_target_table
 
 BLOCK = 128  # rows summarised at once: bounded memory, vectorised work
@@ -161,17 +163,47 @@ def summarize_arrays(images: np.ndarray, masks: np.ndarray, meta: Mapping[str, n
     return out
 
 
-def summarize_shard(path: str, split: str) -> dict[str, Any]:
-    """{"split", "kinds": {kind: summary}} of one shard, read in blocks of BLOCK rows."""
+def summarize_shard(path: str, split: str, near_kind: str | None = None) -> dict[str, Any]:
+    """{"split", "kinds": {kind: summary}, "fingerprint", "norm"} of one shard, read in blocks of
+    BLOCK rows. "fingerprint": `duplicates.fingerprints` of its images with their ids, source ids
+    and kinds (train rows of kind `near_kind` are the near-duplicate candidates; None: all);
+    "norm": each image's float32 mean and standard deviation (`method.norm`), train only."""
     meta = read_meta(path)
     total: dict[str, dict] = {}
+    kinds = [str(k) for k in meta["kind"]]
+    candidates = (np.asarray(kinds, dtype=object) == near_kind) if split == "train" and near_kind is not None \
+        else np.ones(len(kinds), bool)
+    prints, means, stds = [], [], []
     with h5py.File(path, "r") as f:
         images, masks = f["images"], f["masks"]
         for start in range(0, images.shape[0], BLOCK):
             stop = min(start + BLOCK, images.shape[0])
             part = {k: v[start:stop] for k, v in meta.items()}
-            total = _add(total, summarize_arrays(images[start:stop], masks[start:stop], part))
-    return {"split": split, "kinds": total}
+            block = images[start:stop]
+            total = _add(total, summarize_arrays(block, masks[start:stop], part))
+            prints.append({"ids": [str(i) for i in part["sample_id"]], "source_ids": [str(i) for i in part["source_id"]],
+                           "kinds": kinds[start:stop], **duplicates.fingerprints(block, candidates[start:stop])})
+            if split == "train":
+                for image in block:
+                    mean, std = image_mean_std(image)
+                    means.append(mean)
+                    stds.append(std)
+    norm = {"means": np.asarray(means, np.float32), "stds": np.asarray(stds, np.float32)} if split == "train" else None
+    return {"split": split, "kinds": total, "fingerprint": duplicates.concat_fingerprints(prints), "norm": norm}
+
+
+def basicirstd_norm(summaries: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """BasicIRSTD's img_norm_cfg of the train split from its shards' summaries (in shard order):
+    the float32 mean of the per-image means and of the per-image standard deviations. None without
+    a train split."""
+    norms = [s["norm"] for s in summaries if s.get("norm") is not None]
+    if not norms:
+        return None
+    means = np.concatenate([n["means"] for n in norms])
+    if not means.size:
+        return None
+    return {**norm_cfg(means, np.concatenate([n["stds"] for n in norms])), "split": "train",
+            "n_images": int(means.size)}
 
 
 def _add(a: Any, b: Any, key: str = "") -> Any:

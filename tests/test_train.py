@@ -1,32 +1,43 @@
-"""The yardstick U-Net, seeded training, and the `evaluate` stage on a few constructed samples."""
+"""The networks (U-Net, ACM), seeded training with augmentation, on a few constructed samples."""
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from sirst5k.formats import shards
+from sirst5k.evaluate.acm import ACMUNet, AsymBiChaFuse
 from sirst5k.evaluate.train import (
     ArraySamples,
     TrainConfig,
+    apply_symmetries,
     draw_crops,
+    draw_mixed_schedule,
     draw_schedule,
+    draw_symmetries,
     lr_factor,
     predict,
     soft_iou_bce_loss,
+    soft_iou_loss,
     to_tensors,
     train_and_score,
+    train_model,
 )
 from sirst5k.evaluate.unet import UNet, count_parameters
 
 SIZE = 64
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks run fastest on one thread (and the machine's cores are shared)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 def blob_samples(seed: int, n: int, size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
@@ -111,82 +122,50 @@ def test_predict_returns_probabilities_at_stored_size(device):
     assert float(prob.min()) >= 0.0 and float(prob.max()) <= 1.0
 
 
-# --- the stage ------------------------------------------------------------------------------
+def test_acm_shapes_size_and_fusion():
+    model = ACMUNet()
+    assert 350_000 <= count_parameters(model) <= 450_000  # the paper's ~0.4M (ResNet-20 setting)
+    model.eval()
+    for h, w in ((64, 64), (37, 50)):  # padded to a multiple of 16 and cropped back
+        assert model(torch.zeros(2, 1, h, w)).shape == (2, 1, h, w)
+    fuse = AsymBiChaFuse(8).eval()
+    high, low = torch.rand(2, 8, 6, 6), torch.rand(2, 8, 6, 6)
+    assert fuse(high, low).shape == (2, 8, 6, 6)
 
 
-def _write(folder, split: str, index: int, images, masks, kinds: list[str]) -> None:
-    meta = shards.new_meta(len(images))
-    meta["kind"][:] = kinds
-    meta["sample_id"][:] = [f"{split}-{index}-{i}" for i in range(len(images))]
-    meta["n_targets"][:] = [int(m.any()) for m in masks]  # close enough for the stage's checks
-    attrs = {"dataset": "t", "version": "0", "split": split, "shard_index": index, "n_shards": 2}
-    shards.write_shard(folder / shards.shard_name(split, index), images, masks, meta, attrs)
+def test_soft_iou_loss():
+    target = torch.zeros(1, 1, 8, 8)
+    target[..., 2:4, 2:4] = 1
+    assert soft_iou_loss((target * 2 - 1) * 30, target).item() < 0.01
+    assert soft_iou_loss(-(target * 2 - 1) * 30, target).item() > 0.9
 
 
-@pytest.fixture
-def shard_dir(tmp_path):
-    folder = tmp_path / "set"
-    orig_i, orig_m = blob_samples(10, 6)
-    neg_i, neg_m = np.rot90(orig_i, axes=(1, 2)).copy(), np.rot90(orig_m, axes=(1, 2)).copy()
-    _write(folder, "train", 0, orig_i[:4], orig_m[:4], ["original"] * 4)
-    _write(folder, "train", 1, np.concatenate([orig_i[4:], neg_i]), np.concatenate([orig_m[4:], neg_m]),
-           ["original"] * 2 + ["negative"] * 6)
-    test_i, test_m = blob_samples(11, 5)
-    _write(folder, "test", 0, test_i, test_m, ["original"] * 5)
-    return folder
+def test_mixed_schedule_balances_pools_and_repeats():
+    order = draw_mixed_schedule(1, 10, 90, 50, 8, 0.5)
+    assert order.shape == (50, 8)
+    np.testing.assert_array_equal(order, draw_mixed_schedule(1, 10, 90, 50, 8, 0.5))
+    first = (order < 10).mean()
+    assert 0.4 < first < 0.6  # half the slots from the 10 originals, against 10 % unbalanced
+    assert set(order[order < 10].ravel()[:10].tolist()) == set(range(10))  # epochs within the pool
+    np.testing.assert_array_equal(draw_mixed_schedule(1, 10, 90, 5, 4, None), draw_schedule(1, 100, 5, 4))
+    assert (draw_mixed_schedule(1, 10, 90, 5, 4, 1.0) < 10).all()
 
 
-def _evaluate(args):
-    from sirst5k.stages.cli import app
-
-    return CliRunner().invoke(app, ["evaluate", *map(str, args)])
-
-
-def test_stage_writes_both_rows_and_curves(shard_dir, tmp_path):
-    out = tmp_path / "eval"
-    args = [shard_dir, "--out", out, "--steps", 6, "--batch-size", 4, "--size", 32, "--crop", 32,
-            "--device", "cpu", "--threads", 1, "--seed", 1]
-    result = _evaluate(args)
-    assert result.exit_code == 0, result.output
-    record = json.loads((out / "metrics.json").read_text())
-    for run in ("original", "sirst5k"):
-        assert set(record[run]) == {"mIoU", "nIoU", "Pd", "Fa"}
-        assert all(0.0 <= v <= 1.0 for v in record[run].values())
-    assert record["train_samples"] == {"original": 6, "sirst5k": 12}
-    assert record["train_kinds"] == {"negative": 6, "original": 6}
-    assert record["test_samples"] == 5
-    assert (record["steps"], record["size"], record["device"]) == (6, 32, "cpu")
-    with open(out / "curves.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    assert [r["run"] for r in rows] == ["original"] * 6 + ["sirst5k"] * 6
-    assert [int(r["step"]) for r in rows[:6]] == list(range(1, 7))
-    assert all(math.isfinite(float(r["loss"])) for r in rows)
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary left behind
-    # same seed, same bytes
-    first = (out / "metrics.json").read_bytes()
-    assert _evaluate(args).exit_code == 0
-    assert (out / "metrics.json").read_bytes() == first
+def test_symmetries_cover_the_eight_and_keep_masks_aligned():
+    sym = draw_symmetries(0, 100, 8, square=True)
+    assert {tuple(s) for s in sym.reshape(-1, 2).tolist()} == {(f, k) for f in (0, 1) for k in range(4)}
+    assert set(draw_symmetries(0, 20, 8, square=False)[..., 1].ravel().tolist()) <= {0, 2}
+    x = torch.arange(2 * 16, dtype=torch.float32).reshape(2, 1, 4, 4)
+    out = apply_symmetries(x, np.array([[1, 1], [0, 0]]))
+    assert torch.equal(out[0, 0], torch.rot90(torch.flip(x[0, 0], dims=(-1,)), 1))
+    assert torch.equal(out[1], x[1])
 
 
-def test_stage_reads_a_manifest(shard_dir, tmp_path):
-    entries = lambda split: [{"path": p.name, "sha256": shards.sha256_file(p), "n_samples": shards.n_samples(p)}
-                             for p in shards.list_shards(shard_dir, split)]
-    manifest = {"schema_version": 1, "name": "tiny", "version": "abc", "producer": "test", "dataset_dir": ".",
-                "params": {}, "inputs": {}, "splits": {s: {"shards": entries(s)} for s in ("train", "test")}}
-    (shard_dir / "manifest.json").write_text(json.dumps(manifest))
-    out = tmp_path / "eval"
-    result = _evaluate([shard_dir / "manifest.json", "--out", out, "--steps", 2, "--batch-size", 2, "--size", 16,
-                        "--crop", 16, "--device", "cpu", "--threads", 1])
-    assert result.exit_code == 0, result.output
-    assert json.loads((out / "metrics.json").read_text())["dataset"] == {"name": "tiny", "version": "abc"}
-
-
-def test_stage_errors_are_one_line(tmp_path, shard_dir):
-    result = _evaluate([tmp_path / "nowhere", "--out", tmp_path / "o", "--device", "cpu"])
-    assert result.exit_code == 2
-    assert "dataset not found" in result.output
-    for p in shards.list_shards(shard_dir, "test"):
-        p.unlink()
-    result = _evaluate([shard_dir, "--out", tmp_path / "o", "--device", "cpu"])
-    assert result.exit_code == 2 and "no test shards" in result.output
-    assert not (tmp_path / "o" / "metrics.json").exists()
+def test_acm_tiny_training_repeats_and_checkpoints():
+    train = ArraySamples(*blob_samples(0, 12))
+    config = replace(TINY, model="acm", steps=4, batch_size=2, crop=32)
+    seen = []
+    _, a = train_model(train, config, "cpu", checkpoint=lambda step, m: seen.append((step, m.training)), every=3)
+    assert seen == [(3, False), (4, False)]
+    _, b = train_model(train, config, "cpu")
+    assert a == b and all(math.isfinite(v) for v in a)

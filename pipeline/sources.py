@@ -6,6 +6,7 @@ and their workers do not import torch.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,9 @@ class Source:
         return self.splits[split]
 
 
+_SHARD_NAME = re.compile(r"^(.+?)(?:-\d+)*$")
+
+
 def open_source(path: str | Path) -> Source:
     """A manifest file, a dataset folder holding `manifest.json`, or a bare shard folder.
 
@@ -61,7 +65,8 @@ def open_source(path: str | Path) -> Source:
         return Source(dataset_dir(manifest_path, manifest), manifest_path, manifest, splits, checksums, manifest_path)
     found: dict[str, list[tuple[str, int]]] = {}
     for p in list_shards(path):
-        split = p.name[: -len(SHARD_SUFFIX)].rsplit("-", 1)[0]
+        # `<split>-<index>.h5`, and negatives' parts `<split>-<index>-<part>.h5`
+        split = _SHARD_NAME.match(p.name[: -len(SHARD_SUFFIX)]).group(1)
         found.setdefault(split, []).append((str(p), n_samples(p)))
     if not found:
         raise InputError(path, f"no manifest.json and no *{SHARD_SUFFIX} shards")

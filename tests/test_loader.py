@@ -316,3 +316,20 @@ def test_verified_shards_are_not_hashed_again_in_workers(toy, monkeypatch):
     copy = pickle.loads(pickle.dumps(ds))
     copy[0], copy[8]
     assert calls == []
+
+
+def test_a_negatives_folder_reads_as_its_split(tmp_path: Path) -> None:
+    # negatives write parts `train-<input>-<part>.h5`: the split is still `train`
+    from sirst5k.formats import shards
+    from sirst5k.sources import open_source
+
+    for name in ("train-00000-000.h5", "train-00000-001.h5", "train-00001-000.h5"):
+        meta = shards.new_meta(1)
+        meta["sample_id"][:] = meta["source_id"][:] = [name]
+        meta["kind"][:] = "negative"
+        shards.write_shard(tmp_path / name, np.zeros((1, 8, 8), np.uint8), np.zeros((1, 8, 8), np.uint8), meta,
+                           {"dataset": "negatives", "version": "0", "split": "train", "shard_index": 0,
+                            "n_shards": -1})
+    source = open_source(tmp_path)
+    assert list(source.splits) == ["train"] and len(source.splits["train"]) == 3
+    assert len(ShardDataset(tmp_path, split="train")) == 3

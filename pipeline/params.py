@@ -24,7 +24,8 @@ VersionRule = Literal["always", "if_changed"]
 # The choices, each written once.
 Layout = Literal["auto", "dnanet", "basicirstd", "sirst", "sirst-v2", "folder"]
 TransferMode = Literal["blend", "additive"]
-NoiseField = Literal["resize", "mosaic"]
+NoiseField = Literal["resize", "mosaic", "model"]
+NoiseScale = Literal["source", "bank"]
 Clamp = Literal["script", "clip"]
 Device = Literal["auto", "cpu", "cuda"]
 ROTATIONS = (0, 1, 2, 3)
@@ -185,6 +186,18 @@ class NoiseBankParams(StepParams):
                                  "mean in any frame (small targets, hot pixels); 0 = no limit, as in the paper.",
                             version="if_changed")
     skip_bad: bool = param(False, "Warn about unreadable frames and leave them out.", version="if_changed")
+    max_dip: float = param(0.0, "Reject a window whose darkest pixel falls this many grey levels below its mean in "
+                                "any frame (dead pixels, dark spots); 0 = no limit, as in the paper. With "
+                                "--max-peak 20, 20 is the clean bank we suggest for real frames.",
+                           version="if_changed")
+    scene_corr: float = param(0.0, "Split each sequence into runs of one scene: consecutive frames whose 32x32 "
+                                   "thumbnails correlate below this (or differ in size) start a new run, so no "
+                                   "temporal window spans a scene cut; 0 = off.", version="if_changed")
+    model: bool = param(False, "Also fit each sequence's sensor-noise model (temporal and fixed-pattern noise, "
+                               "row/column stripes, 2-D noise spectrum, hot/dead pixels) into the bank, for "
+                               "transfer --field model.", version="if_changed")
+    allow_overlap: bool = param(False, "Build the bank even when a frame is (or nearly is) an image of the test "
+                                       "split; otherwise that is an error naming both files.", version="if_changed")
 
     def __post_init__(self) -> None:
         _at_least("window", self.window, 2)
@@ -193,24 +206,33 @@ class NoiseBankParams(StepParams):
         _at_least("stride", self.stride, 1)
         _at_least("temporal", self.temporal, 0)
         _at_least("max_peak", self.max_peak, 0)
+        _at_least("max_dip", self.max_dip, 0)
+        if not 0.0 <= self.scene_corr <= 1.0:
+            raise ParamError("scene_corr", self.scene_corr, "a correlation in [0, 1]; 0 = off")
         # typer hands floats; the bank's attributes (and so its version) store them as floats
-        for name in ("max_var", "min_mean", "max_seq_var", "max_seq_mean", "max_peak"):
+        for name in ("max_var", "min_mean", "max_seq_var", "max_seq_mean", "max_peak", "max_dip", "scene_corr"):
             object.__setattr__(self, name, float(getattr(self, name)))
 
 
 @dataclass(frozen=True)
 class TransferParams(StepParams):
-    """Fuse noise-bank patches into labelled images."""
+    """Fuse noise-bank patches (or noise-model fields) into labelled images."""
 
     STEP: ClassVar[str] = "transfer"
     mix: tuple[float, ...] = param((0.1,), "Noise weight m in [0, 1]; several (repeated or comma-separated) "
                                           "give each image once per m.")
     mode: TransferMode = param("blend", "blend: m*noise + (1-m)*image (paper); additive: image + "
                                         "m*(noise - mean(noise)), keeps brightness and contrast.")
-    field: NoiseField = param("resize", "resize: one patch resized to the image (paper); mosaic: bank "
-                                        "patches tiled at native scale.")
+    field: NoiseField = param("resize", "resize: one patch resized to the image (paper; smooth blobs, no pixel "
+                                        "noise); mosaic: bank patches tiled at native pitch; model: fields drawn "
+                                        "from the bank's fitted noise model (noise-bank --model).")
     split: str = param("train", "Which split to transfer.")
     seed: int = param(0, "Global seed; every draw is keyed by (seed, stage, sample).")
+    noise_scale: NoiseScale = param("source", "mosaic and model fields: source builds the field at the sample's "
+                                              "original size at the bank's pixel pitch and resizes it as ingest "
+                                              "resized the image (the sensor's noise at the image's scale); bank "
+                                              "lays it at native pitch on the shard image (before: the only way). "
+                                              "resize ignores it.", version="if_changed")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mix", tuple(float(m) for m in self.mix))
@@ -219,6 +241,24 @@ class TransferParams(StepParams):
             raise ParamError("mix", self.mix, "values in [0, 1]")
         _choice("mode", self.mode, TransferMode)
         _choice("field", self.field, NoiseField)
+        _choice("noise_scale", self.noise_scale, NoiseScale)
+
+    def version_dict(self) -> dict[str, Any]:
+        """As every step's, but `noise_scale` enters exactly when it changes the bytes from what a
+        version without it meant: never for `resize` (a stretched patch has no scale), and for
+        `mosaic` (and `model`) when it is not `bank`, the scale every earlier mosaic was made at.
+        So the default `source` gives mosaic runs a new version (new bytes), `--noise-scale bank`
+        keeps the old version and bytes, and resize runs keep theirs either way."""
+        out = super().version_dict()
+        out.pop("noise_scale", None)
+        if self.field != "resize" and self.noise_scale != "bank":
+            out["noise_scale"] = self.noise_scale
+        return out
+
+    @property
+    def effective_noise_scale(self) -> str:
+        """The scale the field is built at: `noise_scale`, or "bank" for resize (no scale)."""
+        return "bank" if self.field == "resize" else self.noise_scale
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,8 @@ def command(
         warn(w)
     patches = read_patches(noise_bank)
     try:
-        tiles = mode_tiles(sample.image, sample.mask, patches, seed=seed, target=target, key=image.stem)
+        tiles = mode_tiles(sample.image, sample.mask, patches, seed=seed, target=target, key=image.stem,
+                           source_size=(sample.orig_h, sample.orig_w))
     except ValueError as err:
         raise InputError(mask, str(err)) from None
     title = (f"{image.name} ({sample.orig_w}x{sample.orig_h} -> {size}x{size}), seed {seed}, "

@@ -1,8 +1,10 @@
 """`sirst5k transfer SHARDS --noise-bank FILE --out DIR`: fuse bank noise into labelled images.
 
 Options become a `TransferParams`; one task per input shard reads it, draws each sample's bank
-rows and fuses them (`sirst5k.method.transfer`: the one implementation, which `sirst5k modes`
-and the tests call too) and writes one output shard. Masks are unchanged.
+rows (or noise model and seed) and fuses them (`sirst5k.method.transfer`: the one
+implementation, which `sirst5k modes` and the tests call too) and writes one output shard. Masks
+are unchanged. With `--noise-scale source` (the default; mosaic and model fields) each field is
+built at the sample's original size, read from the shard's `orig_h`/`orig_w`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from sirst5k.params import NoiseField, TransferMode, TransferParams, parse_floats
+from sirst5k.params import NoiseField, NoiseScale, TransferMode, TransferParams, parse_floats
 
 from .common import Device, Overwrite, Scheduler, Seed, Workers, check_device, user_errors
 
@@ -26,7 +28,7 @@ def transfer_shard(src: str, src_sha: str, dst: str, index: int, n_shards: int, 
     import numpy as np
 
     from sirst5k.formats import shards
-    from sirst5k.formats.bank import load_bank
+    from sirst5k.formats.bank import load_bank, load_models
     from sirst5k.method.transfer import draw_transfer_params, transfer_images
     from sirst5k.runner.cluster import resolve_device
     from sirst5k.runner.outputs import task_key
@@ -41,9 +43,15 @@ def transfer_shard(src: str, src_sha: str, dst: str, index: int, n_shards: int, 
     dev = resolve_device(device)
     mixes = params["mix"]
     n = len(images)
+    field = params["field"]
+    # the version holds noise_scale exactly when it is not "bank" for a field it applies to
+    source = None
+    if field != "resize" and params.get("noise_scale", "bank") == "source":
+        source = np.stack([meta["orig_h"], meta["orig_w"]], axis=1).astype(np.int64)
+    models = load_models(bank["path"], bank["version"]) if field == "model" else None
     draws = draw_transfer_params(params["seed"], meta["sample_id"], len(patches), images.shape[1:],
-                                 patches.shape[-1], params["field"])
-    out_images = transfer_images(images, patches, draws, mixes, params["mode"], dev)
+                                 patches.shape[-1], field, source_sizes=source, n_models=len(models or ()))
+    out_images = transfer_images(images, patches, draws, mixes, params["mode"], dev, models=models)
     rep = np.repeat(np.arange(n), len(mixes))
     out_meta = shards.take_meta(meta, rep)
     out_meta["mix"] = np.tile(np.asarray(mixes, dtype=np.float64), n)
@@ -65,6 +73,7 @@ def command(
     mix: Annotated[list[str], typer.Option("--mix", help=P.help("mix"))] = [f"{m:g}" for m in P.mix],
     mode: Annotated[TransferMode, typer.Option(help=P.help("mode"))] = P.mode,
     field: Annotated[NoiseField, typer.Option(help=P.help("field"))] = P.field,
+    noise_scale: Annotated[NoiseScale, typer.Option(help=P.help("noise_scale"))] = P.noise_scale,
     split: Annotated[str, typer.Option(help=P.help("split"))] = P.split,
     seed: Seed = P.seed,
     workers: Workers = None,
@@ -73,14 +82,19 @@ def command(
     overwrite: Overwrite = False,
 ) -> None:
     """Fuse noise-bank patches into every image of a shard folder's train split."""
+    from sirst5k.errors import InputError
     from sirst5k.formats import shards
     from sirst5k.formats.bank import bank_info
     from sirst5k.runner.outputs import input_shards
     from sirst5k.runner.tasks import computed_on, shard_records, shard_stage, upstream_record
 
     check_device(device)
-    params = TransferParams(mix=parse_floats("mix", mix), mode=mode, field=field, split=split, seed=seed)
+    params = TransferParams(mix=parse_floats("mix", mix), mode=mode, field=field, split=split, seed=seed,
+                            noise_scale=noise_scale)
     bank = bank_info(noise_bank)
+    if field == "model" and not bank["models"]:
+        raise InputError(noise_bank, "noise bank holds no noise model (--field model): rebuild it with "
+                                     "`sirst5k noise-bank --model`")
     inputs = input_shards(shards_dir, split)
     version = params.version_dict()
     with shard_stage(out, STAGE, [shards_dir, noise_bank], workers=workers, scheduler=scheduler, device=device,
@@ -96,5 +110,6 @@ def command(
                                                             "content_hash": bank["frames_hash"]}},
                    shard_records(results, split))
     total = sum(info.n_samples for r in results for info in r.shards)
-    typer.echo(f"transfer: {total} samples ({mode}, {field}, m={','.join(f'{m:g}' for m in params.mix)}) -> {out}"
+    scale = f", {params.effective_noise_scale} scale" if field != "resize" else ""
+    typer.echo(f"transfer: {total} samples ({mode}, {field}{scale}, m={','.join(f'{m:g}' for m in params.mix)}) -> {out}"
                + computed_on(results))

@@ -75,7 +75,7 @@ def test_round_trip(tmp_path: Path) -> None:
         np.testing.assert_array_equal(patches[r], s["frames"][t, y:y + W, x:x + W])
     assert bank.read_attrs(out) == ATTRS
     assert bank.bank_info(out) == {"path": str(out), "version": "abc123", "rows": 9, "window": W,
-                                   "frames_hash": "f00d"}
+                                   "frames_hash": "f00d", "models": 0}
 
 
 def test_layout_on_disk(tmp_path: Path) -> None:
@@ -165,7 +165,8 @@ def test_a_bare_patches_file_still_reads(tmp_path: Path) -> None:
     with h5py.File(bare, "w") as f:
         f["patches"] = np.full((2, 8, 8), 7, np.uint8)
     np.testing.assert_array_equal(bank.read_patches(bare), np.full((2, 8, 8), 7, np.uint8))
-    assert bank.bank_info(bare) == {"path": str(bare), "version": "", "rows": 2, "window": 0, "frames_hash": ""}
+    assert bank.bank_info(bare) == {"path": str(bare), "version": "", "rows": 2, "window": 0, "frames_hash": "",
+                                    "models": 0}
     with pytest.raises(InputError) as err:
         bank.read_rows(bare)
     assert one_line(err, bare).startswith(f"{bare}: noise bank lacks row field(s) /sequence, /frame")
@@ -244,3 +245,75 @@ def test_nothing_to_merge_is_a_caller_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         bank.merge_parts([bank.Part("A", str(tmp_path / "never-written.h5"), 0, 0)], tmp_path / "bank.h5", ATTRS)
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- the fitted noise model in the bank
+
+
+def _model(seed: int):
+    from sirst5k.method.noise_model import fit_sequence
+
+    rng = np.random.default_rng(seed)
+    frames = 100 + rng.normal(0, 2 + seed, (2, 4 * W, 4 * W))
+    frames[:, 3, 5] += 80
+    boxes = frames.reshape(2, 4, W, 4, W).transpose(1, 3, 0, 2, 4).reshape(16, 2, W, W)
+    return fit_sequence(boxes, frames)
+
+
+def write_model_bank(tmp_path: Path, models: dict) -> Path:
+    parts = []
+    for i, (name, s) in enumerate({"A": sequence(1), "B": sequence(2), "C": sequence(3)}.items()):
+        path = tmp_path / f"mpart-{i}.h5"
+        rows = bank.write_part(path, s["patches"], s["kept"], s["var"], s["mean"], s["names"], stride=W,
+                               model=models.get(name))
+        parts.append(bank.Part(name, str(path), len(s["kept"]), rows))
+    out = tmp_path / "model-bank.h5"
+    bank.merge_parts(parts, out, ATTRS)
+    return out
+
+
+def test_model_round_trip_with_provenance(tmp_path: Path) -> None:
+    models = {"A": _model(0), "C": _model(1)}  # B kept a window but has no model
+    out = write_model_bank(tmp_path, models)
+    got = bank.read_models(out)
+    assert got.sequence == ("A", "C")
+    rows = bank.read_rows(out)
+    # each model names the bank rows it was fitted from
+    for name, first, n in zip(got.sequence, got.first_row, got.n_rows):
+        assert set(rows["sequence"][first:first + n]) == {name}
+        assert n == (rows["sequence"] == name).sum()
+    for want, have in zip(models.values(), got.models):
+        assert have.sigma == want.sigma and have.sigma_temporal == want.sigma_temporal
+        np.testing.assert_array_equal(have.psd2d, want.psd2d)
+        np.testing.assert_array_equal(have.defects, want.defects)
+    assert got.models[1].defects.tolist() == [[3, 5]]
+    assert got.attrs["fitted_by"] == "sirst5k.method.noise_model.fit_sequence" and got.attrs["window"] == W
+    assert bank.bank_info(out)["models"] == 2
+    bank.load_models.cache_clear()
+    assert bank.load_models(str(out), "v")[0].sigma == models["A"].sigma
+    # the rest of the bank is what it is without a model
+    np.testing.assert_array_equal(bank.read_patches(out), bank.read_patches(write_bank(tmp_path, {
+        "A": sequence(1), "B": sequence(2), "C": sequence(3)})))
+
+
+def test_a_bank_without_model_is_byte_identical_and_says_so(tmp_path: Path) -> None:
+    seqs = {"A": sequence(1), "B": sequence(2)}
+    first = write_bank(tmp_path, seqs).read_bytes()
+    again = tmp_path / "again"
+    again.mkdir()
+    assert write_bank(again, seqs).read_bytes() == first  # the same bytes, run after run
+    plain = write_bank(tmp_path, seqs)
+    with h5py.File(plain) as f:
+        assert bank.MODEL_GROUP not in f
+    with pytest.raises(InputError) as err:
+        bank.read_models(plain)
+    assert "holds no noise model" in one_line(err, plain) and "--model" in str(err.value)
+
+
+def test_a_damaged_model_is_one_line(tmp_path: Path) -> None:
+    out = write_model_bank(tmp_path, {"A": _model(0)})
+    with h5py.File(out, "a") as f:
+        del f["model/psd2d"]
+    with pytest.raises(InputError) as err:
+        bank.read_models(out)
+    assert "lacks psd2d" in one_line(err, out)

@@ -353,7 +353,9 @@ def test_transfer_tiles_are_what_the_transfer_stage_writes(tmp_path, mode, field
     for i, sid in enumerate(ometa["sample_id"].astype(str)):
         if not omasks[i].any():
             continue
-        tile = next(t for t in mode_tiles(originals[i], omasks[i], patches, seed=7, key=sid) if t.label.startswith(label))
+        source = (int(ometa["orig_h"][i]), int(ometa["orig_w"][i]))
+        tile = next(t for t in mode_tiles(originals[i], omasks[i], patches, seed=7, key=sid, source_size=source)
+                    if t.label.startswith(label))
         j = list(meta["sample_id"].astype(str)).index(f"{sid}_m{mix:g}")
         np.testing.assert_array_equal(tile.image, images[j])
         assert np.asarray(tile.params["noise_id"]).flat[0] == meta["noise_id"][j]  # the row the shard records

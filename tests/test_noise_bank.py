@@ -19,6 +19,7 @@ from sirst5k.method.noise_bank import (
     select_windows,
     temporal_length,
     window_max,
+    window_min,
     window_stats,
 )
 
@@ -223,6 +224,40 @@ def test_max_peak_rejects_a_small_bright_spot_the_variance_test_lets_through():
     assert [tuple(r) for r in kept] == [(0, 0, 0), (0, 0, 1), (0, 1, 1)]
     with pytest.raises(ValueError, match="peak"):
         select_windows(var, mean, max_peak=20)
+
+
+def test_max_dip_rejects_dead_pixels_and_dark_spots_the_peak_test_misses():
+    rng = np.random.default_rng(6)
+    frames = (100 + rng.integers(-1, 2, (3, 64, 64))).astype(np.uint8)
+    frames[:, 5, 40] = 60  # a dead pixel in every frame (top right box)
+    frames[1, 40:43, 40:43] -= 40  # a dark 3x3 spot in one frame (bottom right box)
+    frames[2, 50, 10] += 40  # a bright one (bottom left box)
+    var, mean = window_stats(frames, 32, 32)
+    assert var.max() < 50
+    dip = mean - window_min(frames, 32, 32)
+    peak = window_max(frames, 32, 32) - mean
+    assert len(select_windows(var, mean)) == 4  # the paper keeps every box
+    only_peak = select_windows(var, mean, peak=peak, max_peak=20)
+    assert [tuple(r) for r in only_peak] == [(0, 0, 0), (0, 0, 1), (0, 1, 1)]  # dark spots pass it
+    only_dip = select_windows(var, mean, dip=dip, max_dip=20)
+    assert [tuple(r) for r in only_dip] == [(0, 0, 0), (0, 1, 0)]
+    both = select_windows(var, mean, peak=peak, max_peak=20, dip=dip, max_dip=20)
+    assert [tuple(r) for r in both] == [(0, 0, 0)]
+    with pytest.raises(ValueError, match="dip"):
+        select_windows(var, mean, max_dip=20)
+    with pytest.raises(ValueError, match="dip"):
+        select_windows(var, mean, dip=dip[:1], max_dip=20)
+
+
+def test_window_min_matches_numpy():
+    frames = np.random.default_rng(8).integers(0, 256, (2, 37, 50), dtype=np.uint8)
+    got = window_min(frames, 8, 5)
+    gy, gx = grid_shape(37, 50, 8, 5)
+    assert got.shape == (2, gy, gx)
+    for t in range(2):
+        for i in range(gy):
+            for j in range(gx):
+                assert got[t, i, j] == frames[t, i * 5:i * 5 + 8, j * 5:j * 5 + 8].min()
 
 
 def test_extract_patches(constructed):

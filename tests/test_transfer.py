@@ -181,3 +181,161 @@ def test_fusion_is_device_independent(device):
 
     for ours, cpu in zip(run(device), run(torch.device("cpu")), strict=True):
         assert torch.equal(ours, cpu)
+
+
+# ---------------------------------------------------------------- noise at the sample's own scale
+
+from sirst5k.formats.imageio import resize_image  # noqa: E402
+from sirst5k.method.noise_model import detrend, fit_sequence, model_field  # noqa: E402
+from sirst5k.method.transfer import (  # noqa: E402
+    TransferDraws,
+    draw_transfer_params,
+    model_fields,
+    resample_like_ingest,
+    source_mosaic_fields,
+    transfer_images,
+)
+
+
+@pytest.mark.parametrize("shape, size", [((256, 640), (256, 256)), ((512, 256), (256, 256)), ((220, 135), (220, 256))])
+def test_resample_like_ingest_is_ingests_filter_in_float(shape, size):
+    img = np.random.default_rng(sum(shape)).integers(0, 256, shape).astype(np.uint8)
+    ours = resample_like_ingest(img.astype(np.float32), size)
+    assert ours.dtype == np.float32 and ours.shape == size
+    # one pass of PIL's filter: the 8-bit result is ours rounded (fixed-point ties aside)
+    assert np.abs(ours - resize_image(img, size)).max() <= 0.5 + 1e-3
+
+
+def test_resample_like_ingest_both_axes_and_same_size():
+    img = np.random.default_rng(0).integers(0, 256, (512, 640)).astype(np.uint8)
+    ours = resample_like_ingest(img.astype(np.float32), (256, 256))
+    # PIL's 8-bit path rounds between its two passes too: within one grey level
+    assert np.abs(ours - resize_image(img, 256)).max() <= 1.0
+    same = np.random.default_rng(1).normal(0, 3, (40, 50)).astype(np.float32)
+    assert np.array_equal(resample_like_ingest(same, (40, 50)), same)
+    with pytest.raises(ValueError):
+        resample_like_ingest(np.zeros((2, 4, 4)), (8, 8))
+
+
+def _white_bank(sigma: float = 6.0, n: int = 200, w: int = 32, seed: int = 0) -> np.ndarray:
+    return np.clip(np.rint(128 + np.random.default_rng(seed).normal(0, sigma, (n, w, w))), 0, 255).astype(np.uint8)
+
+
+def test_source_scale_builds_the_field_at_the_original_size_then_resizes_it():
+    bank = _white_bank()
+    ids = ["a", "b", "c"]
+    orig = np.array([[512, 640], [300, 200], [-1, -1]])  # the last: size unknown, taken as the image's
+    draws = draw_transfer_params(5, ids, len(bank), (256, 256), 32, "mosaic", source_sizes=orig)
+    assert isinstance(draws.rows, tuple) and draws.build_size.tolist() == [[512, 640], [300, 200], [256, 256]]
+    assert [r.shape for r in draws.rows] == [(16, 20), (10, 7), (8, 8)]
+    np.testing.assert_array_equal(draws.noise_id, [r[0, 0] for r in draws.rows])
+    fields = source_mosaic_fields(bank, draws.rows, draws.build_size, (256, 256))
+    # by hand: each tile minus its plane (mean kept), tiled at native pitch, resized as ingest resizes
+    tiles = bank[draws.rows[1].reshape(-1)].astype(np.float64)
+    tiles = detrend(tiles) + tiles.mean(axis=(1, 2), keepdims=True)
+    native = mosaic_field(torch.from_numpy(tiles.astype(np.float32))[None], (300, 200))[0].numpy()
+    np.testing.assert_array_equal(fields[1], resample_like_ingest(native, (256, 256)))
+    images = np.full((3, 256, 256), 100, np.uint8)
+    out = transfer_images(images, bank, draws, [1.0], "additive")
+    expected = to_uint8(additive(torch.from_numpy(images).float(), torch.from_numpy(fields), 1.0)).numpy()
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_source_scale_noise_has_the_level_a_shrunk_frame_has():
+    # white sensor noise: a 640x512 frame shrunk to 256 px keeps ~0.3x of it; so must its field
+    sigma = 6.0
+    bank = _white_bank(sigma)
+    frame = 128 + np.random.default_rng(9).normal(0, sigma, (512, 640))
+    shrunk = resample_like_ingest(frame.astype(np.float32), (256, 256)).std()
+    ids = [f"s{i}" for i in range(4)]
+    images = np.full((4, 256, 256), 100, np.uint8)
+    source = draw_transfer_params(1, ids, len(bank), (256, 256), 32, "mosaic",
+                                  source_sizes=np.tile([512, 640], (4, 1)))
+    bank_scale = draw_transfer_params(1, ids, len(bank), (256, 256), 32, "mosaic")
+    for draws, level in ((source, shrunk), (bank_scale, sigma)):
+        out = transfer_images(images, bank, draws, [1.0], "additive").astype(np.float64)
+        assert out.std(axis=(1, 2)).mean() == pytest.approx(np.hypot(level, 0.29), rel=0.1)
+    assert shrunk < 0.4 * sigma
+
+
+def test_source_scale_at_the_image_size_draws_as_the_bank_scale():
+    """Same size, same tiles: a sample ingest did not resize gets the bank scale's draw (the tiles,
+    detrended, are its own), and any worker count gives the same bytes (keyed draws)."""
+    bank = _white_bank(3.0, 50, 16)
+    ids = ["x", "y"]
+    a = draw_transfer_params(2, ids, len(bank), (64, 64), 16, "mosaic", source_sizes=np.tile([64, 64], (2, 1)))
+    b = draw_transfer_params(2, ids, len(bank), (64, 64), 16, "mosaic")
+    np.testing.assert_array_equal(np.stack(a.rows), b.rows)
+    one = draw_transfer_params(2, ids[1:], len(bank), (64, 64), 16, "mosaic", source_sizes=np.array([[64, 64]]))
+    np.testing.assert_array_equal(one.rows[0], a.rows[1])  # the order of the samples does not matter
+
+
+def test_resize_ignores_the_source_sizes():
+    a = draw_transfer_params(0, ["p", "q"], 10, (64, 64), 16, "resize", source_sizes=np.array([[128, 99], [64, 64]]))
+    b = draw_transfer_params(0, ["p", "q"], 10, (64, 64), 16, "resize")
+    np.testing.assert_array_equal(a.rows, b.rows)
+    assert a.build_size is None
+
+
+def test_model_field_draws_replay_and_fuse():
+    frames = 100 + np.random.default_rng(3).normal(0, 4, (2, 128, 128))
+    models = [fit_sequence(frames.reshape(2, 4, 32, 4, 32).transpose(1, 3, 0, 2, 4).reshape(16, 2, 32, 32))] * 2
+    ids = ["m0", "m1", "m2"]
+    orig = np.array([[200, 300], [64, 64], [64, 64]])
+    d = draw_transfer_params(4, ids, 0, (64, 64), 32, "model", source_sizes=orig, n_models=2)
+    assert d.rows.shape == (3,) and d.seeds.shape == (3,)
+    np.testing.assert_array_equal(d.noise_id, [-1, -1, -1])
+    again = draw_transfer_params(4, ids, 0, (64, 64), 32, "model", source_sizes=orig, n_models=2)
+    np.testing.assert_array_equal(d.seeds, again.seeds)
+    fields = model_fields(models, d.rows, d.seeds, d.build_size, (64, 64))
+    np.testing.assert_array_equal(fields[0], resample_like_ingest(model_field(models[d.rows[0]], (200, 300),
+                                                                               int(d.seeds[0])), (64, 64)))
+    np.testing.assert_array_equal(fields[1], model_field(models[d.rows[1]], (64, 64), int(d.seeds[1])))
+    assert 3.0 < fields[1].std() < 5.0 and fields[0].std() < 0.6 * fields[1].std()  # shrunk 3-4.7x
+    images = np.full((3, 64, 64), 90, np.uint8)
+    out = transfer_images(images, np.zeros((1, 32, 32), np.uint8), d, [1.0], "additive", models=models)
+    expected = to_uint8(additive(torch.from_numpy(images).float(), torch.from_numpy(fields), 1.0)).numpy()
+    np.testing.assert_array_equal(out, expected)
+    with pytest.raises(ValueError, match="noise model"):
+        draw_transfer_params(4, ids, 10, (64, 64), 32, "model")
+    with pytest.raises(ValueError, match="noise models"):
+        transfer_images(images, np.zeros((1, 32, 32), np.uint8), d, [1.0], "additive")
+
+
+def test_source_and_model_fields_are_device_independent(device):
+    rng = np.random.default_rng(11)
+    bank = rng.integers(0, 256, (30, 16, 16)).astype(np.uint8)
+    images = rng.integers(0, 256, (5, 61, 83)).astype(np.uint8)
+    orig = np.array([[122, 166], [61, 83], [200, 90], [40, 50], [61, 83]])
+    ids = [f"d{i}" for i in range(5)]
+    frames = rng.normal(100, 3, (2, 64, 64))
+    models = [fit_sequence(frames.reshape(2, 4, 16, 4, 16).transpose(1, 3, 0, 2, 4).reshape(16, 2, 16, 16))]
+    for field in ("mosaic", "model"):
+        d = draw_transfer_params(0, ids, len(bank), (61, 83), 16, field, source_sizes=orig, n_models=1)
+        for mode in ("blend", "additive"):
+            ours = transfer_images(images, bank, d, [0.1, 1.0], mode, device, models=models)
+            assert np.array_equal(ours, transfer_images(images, bank, d, [0.1, 1.0], mode, "cpu", models=models))
+
+
+def test_old_draws_still_replay():
+    """`TransferDraws(field, rows)` as `sirst5k modes` builds it keeps meaning the bank scale."""
+    bank = _white_bank(3.0, 20, 16)
+    d = draw_transfer_params(0, ["k"], len(bank), (64, 64), 16, "mosaic")
+    replay = TransferDraws("mosaic", d.rows.copy())
+    images = np.full((1, 64, 64), 50, np.uint8)
+    assert np.array_equal(transfer_images(images, bank, replay, [0.5], "blend"),
+                          transfer_images(images, bank, d, [0.5], "blend"))
+
+
+def test_noise_scale_enters_the_version_only_where_it_changes_the_bytes():
+    from sirst5k.params import ParamError, TransferParams
+
+    default = TransferParams().version_dict()
+    assert "noise_scale" not in default  # the default make repro (resize) keeps its version
+    assert TransferParams(noise_scale="bank").version_dict() == default  # resize has no scale
+    assert TransferParams(field="mosaic").version_dict()["noise_scale"] == "source"  # new bytes, new version
+    assert "noise_scale" not in TransferParams(field="mosaic", noise_scale="bank").version_dict()  # as before
+    assert TransferParams(field="model").version_dict()["noise_scale"] == "source"
+    assert TransferParams(field="resize").effective_noise_scale == "bank"
+    with pytest.raises(ParamError, match="--noise-scale native: use source or bank"):
+        TransferParams(noise_scale="native")

@@ -8,7 +8,17 @@ One HDF5 file, one row per (kept window, frame), so a shard's `noise_id` is a ro
 - `/var`, `/mean` (float64): the box's statistics in this frame, and `/seq_var_of_var`,
   `/seq_var_of_mean`: the entry's variance of those across its frames;
 - root attributes: `schema_version`, `producer`, `stage`, `version`, `frames_hash`,
-  `n_sequences`, `n_frames` and the selection params (the noise-bank stage fills them in).
+  `n_sequences`, `n_frames` and the selection params (the noise-bank stage fills them in);
+- `/model` (optional, `noise-bank --model`): the fitted sensor-noise model of each sequence that
+  kept a window (`sirst5k.method.noise_model`), one entry per model along the first axis:
+  `sequence` (str), `first_row`, `n_rows` (int64: the bank rows it was fitted from, with their
+  provenance in `/sequence`, `/frame`), `n_windows`, `n_frames`, `frame_h`, `frame_w` (int64),
+  `mean_level`, `sigma`, `sigma_temporal`, `sigma_fixed`, `sigma_row`, `sigma_col` (float64),
+  `psd2d` `[S, w, w]`, `row_psd`, `col_psd` `[S, w]` (float64), and the hot/dead pixel table
+  `defect_model`, `defect_y`, `defect_x` (int64), `defect_level`, `defect_fraction` (float64);
+  attributes `fitted_by`, `defect_level`, `defect_sigmas`, `defect_fraction`, `window`. A bank
+  without it is what every bank before was, byte for byte; readers that do not know `/model`
+  ignore it, so the schema version stays 1.
 
 The stage writes one part file per sequence in its workers (`write_part`) and merges them into
 the bank (`merge_parts`). Both files are built in memory and written with one plain file write:
@@ -32,6 +42,7 @@ import h5py
 import numpy as np
 
 from sirst5k.errors import InputError, OutputError
+from sirst5k.method import noise_model as nm
 
 SCHEMA_VERSION = 1
 _STR = h5py.string_dtype("utf-8")
@@ -48,6 +59,8 @@ ROW_FIELDS: dict[str, type] = {
     "seq_var_of_mean": np.float64,
 }
 TEXT_FIELDS = ("sequence", "frame")
+MODEL_GROUP = "model"
+MODEL_ARRAYS: tuple[str, ...] = (*nm.SCALARS, *nm.COUNTS, *nm.SPECTRA, *nm.DEFECT_FIELDS)
 PATCH_CHUNK_ROWS = 256
 _memory_names = itertools.count()
 
@@ -93,10 +106,11 @@ def part_rows(kept: np.ndarray, var: np.ndarray, mean: np.ndarray, length: int, 
 
 
 def write_part(path: str | Path, patches: np.ndarray, kept: np.ndarray, var: np.ndarray, mean: np.ndarray,
-               frame_names: Sequence[str], stride: int) -> int:
+               frame_names: Sequence[str], stride: int, model: "nm.NoiseModel | None" = None) -> int:
     """Write one sequence's kept windows to a part file; returns its row count.
 
-    patches: `[K, L, w, w]` uint8 from `extract_patches`; the rest as `part_rows` takes them.
+    patches: `[K, L, w, w]` uint8 from `extract_patches`; the rest as `part_rows` takes them;
+    model: the sequence's fitted noise model (`noise_model.fit_sequence`), stored with it.
     A failed write leaves no file and raises OutputError naming the part.
     """
     patches = np.asarray(patches, dtype=np.uint8)
@@ -108,6 +122,10 @@ def write_part(path: str | Path, patches: np.ndarray, kept: np.ndarray, var: np.
         for name, dtype in ROW_FIELDS.items():
             f[name] = rows[name].astype(dtype, copy=False)
         f["frame"] = rows["frame"].astype(_STR)
+        if model is not None:
+            g = f.create_group(MODEL_GROUP)
+            for name, value in nm.models_to_arrays([model]).items():
+                g[name] = value
 
     _write_file(Path(path), fill, "cannot write noise-bank part", atomic=False)
     return k * length
@@ -127,7 +145,8 @@ def merge_parts(parts: Sequence[Part], out: str | Path, attrs: Mapping[str, obje
     if not parts:
         raise ValueError("merge_parts: no part holds a row")
     cols: dict[str, list[np.ndarray]] = {k: [] for k in ("patches", *TEXT_FIELDS, *ROW_FIELDS)}
-    entry_base = 0
+    models: dict[str, list[np.ndarray]] = {k: [] for k in ("sequence", "first_row", "n_rows", *MODEL_ARRAYS)}
+    entry_base = row_base = 0
     for p in parts:
         try:
             with h5py.File(p.path, "r") as f:
@@ -135,10 +154,18 @@ def merge_parts(parts: Sequence[Part], out: str | Path, attrs: Mapping[str, obje
                 for k in ROW_FIELDS:
                     cols[k].append(f[k][()] + (entry_base if k == "entry" else 0))
                 cols["frame"].append(f["frame"].asstr()[()].astype(object))
+                if MODEL_GROUP in f:
+                    g = f[MODEL_GROUP]
+                    for k in MODEL_ARRAYS:
+                        models[k].append(g[k][()] + (len(models["sequence"]) if k == "defect_model" else 0))
+                    models["sequence"].append(np.array([p.sequence], dtype=object))
+                    models["first_row"].append(np.array([row_base], np.int64))
+                    models["n_rows"].append(np.array([p.rows], np.int64))
         except (OSError, KeyError) as err:
             raise OutputError(out, f"cannot merge noise-bank part {p.path}: {_one_line(err)}") from err
         cols["sequence"].append(np.full(p.rows, p.sequence, dtype=object))
         entry_base += p.kept
+        row_base += p.rows
     rows = sum(p.rows for p in parts)
     w = int(attrs["window"])
 
@@ -151,9 +178,22 @@ def merge_parts(parts: Sequence[Part], out: str | Path, attrs: Mapping[str, obje
             f.create_dataset(k, data=np.concatenate(cols[k]), dtype=_STR, track_times=False)
         for k in ROW_FIELDS:
             f.create_dataset(k, data=np.concatenate(cols[k]), track_times=False)
+        if models["sequence"]:
+            g = f.create_group(MODEL_GROUP, track_order=False)
+            for key, value in sorted(_model_attrs(w).items()):
+                g.attrs[key] = value
+            for k in sorted(models):
+                data = np.concatenate(models[k])
+                g.create_dataset(k, data=data, dtype=_STR if k == "sequence" else None, track_times=False)
 
     _write_file(out, fill, "cannot write noise bank", atomic=True)
     return rows
+
+
+def _model_attrs(window: int) -> dict[str, object]:
+    return {"fitted_by": "sirst5k.method.noise_model.fit_sequence", "window": int(window),
+            "defect_level": float(nm.DEFECT_LEVEL), "defect_sigmas": float(nm.DEFECT_SIGMAS),
+            "defect_fraction": float(nm.DEFECT_FRACTION)}
 
 
 def _write_file(path: Path, fill: Callable[[h5py.File], None], what: str, *, atomic: bool) -> None:
@@ -231,12 +271,15 @@ def read_attrs(path: str | Path) -> dict[str, object]:
 
 def bank_info(path: str | Path) -> dict:
     """What a consumer of the bank records and passes to its tasks (small; no patches):
-    `{path, version, rows, window, frames_hash}`."""
+    `{path, version, rows, window, frames_hash, models}` (models: how many noise models)."""
     with _open(path) as f:
         attrs = {k: _plain(v) for k, v in f.attrs.items()}
         rows = int(f["patches"].shape[0])
+        g = f.get(MODEL_GROUP)
+        n_models = int(g["sigma"].shape[0]) if isinstance(g, h5py.Group) and "sigma" in g else 0
     return {"path": str(path), "version": str(attrs.get("version", "")), "rows": rows,
-            "window": int(attrs.get("window", 0)), "frames_hash": str(attrs.get("frames_hash", ""))}
+            "window": int(attrs.get("window", 0)), "frames_hash": str(attrs.get("frames_hash", "")),
+            "models": n_models}
 
 
 def read_patches(path: str | Path) -> np.ndarray:
@@ -269,6 +312,48 @@ def read_rows(path: str | Path) -> dict[str, np.ndarray]:
         raise InputError(path, f"noise bank row field(s) {', '.join('/' + k for k in short)} do not have "
                                f"length {n} like /patches")
     return rows
+
+
+@dataclass(frozen=True)
+class BankModels:
+    """The bank's noise models: `models[i]` fitted from the rows `first_row[i]` ... `+ n_rows[i]`
+    of sequence `sequence[i]`; `attrs` the fit's settings and provenance."""
+
+    sequence: tuple[str, ...]
+    models: tuple["nm.NoiseModel", ...]
+    first_row: np.ndarray
+    n_rows: np.ndarray
+    attrs: dict
+
+
+def read_models(path: str | Path) -> BankModels:
+    """The bank's `/model` group; InputError naming the bank when it has none or it is damaged."""
+    with _open(path) as f:
+        g = f.get(MODEL_GROUP)
+        if not isinstance(g, h5py.Group):
+            raise InputError(path, "noise bank holds no noise model: rebuild it with `sirst5k noise-bank --model`")
+        missing = [k for k in ("sequence", "first_row", "n_rows", *MODEL_ARRAYS) if not isinstance(g.get(k), h5py.Dataset)]
+        if missing:
+            raise InputError(path, f"noise bank's /model lacks {', '.join(missing)}")
+        try:
+            arrays = {k: g[k][()] for k in MODEL_ARRAYS}
+            sequence = tuple(g["sequence"].asstr()[()])
+            first_row, n_rows = g["first_row"][()], g["n_rows"][()]
+        except OSError as err:
+            raise InputError(path, f"cannot read noise model: {_one_line(err)}") from None
+        attrs = {k: _plain(v) for k, v in g.attrs.items()}
+    n = len(sequence)
+    bad = [k for k in (*nm.SCALARS, *nm.COUNTS, *nm.SPECTRA) if len(arrays[k]) != n]
+    if bad or len(first_row) != n or len(n_rows) != n or n == 0:
+        raise InputError(path, f"noise bank's /model fields do not have one entry per model ({n})")
+    return BankModels(sequence, tuple(nm.models_from_arrays(arrays)), np.asarray(first_row, np.int64),
+                      np.asarray(n_rows, np.int64), attrs)
+
+
+@functools.lru_cache(maxsize=2)
+def load_models(path: str, version: str) -> tuple["nm.NoiseModel", ...]:
+    """The bank's noise models, read once per worker process (version in the key)."""
+    return read_models(path).models
 
 
 def _plain(value: object) -> object:

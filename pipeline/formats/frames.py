@@ -4,17 +4,42 @@ One sub-folder per sequence, or flat files whose names end in a frame number (`S
 `seqA_0003.png`), grouped by the part before the number. Frames are ordered by their number;
 a sequence's frame shape is its most common one (`sequence_shape`), read from file headers
 (`frame_sizes`) without decoding.
+
+Two checks a bank of real frames wants (`noise-bank --scene-corr`, `--allow-overlap`):
+
+- **Scene runs** (`scene_runs`, `split_scene_runs`). A prefix group of a flat folder, or a
+  folder of sparse samples, can be many scenes, and a "temporally stable" pair across a scene
+  cut is not a time step. The similarity test: each frame squashed to a 32x32 grey thumbnail
+  (PIL box average, aspect ignored), standardised to mean 0 and std 1; two consecutive frames are
+  one scene when they have the same size and the correlation of their thumbnails (the mean of
+  the product) is at least `min_corr` (two flat thumbnails count as one scene, one flat and one
+  not as a cut). Frames of one scene a few video frames apart correlate above 0.95; the SIRST-V2
+  folders, sparse views of a recording, mostly below 0.7.
+- **No test image in the bank** (`check_test_overlap`). A frame is refused when its decoded grey
+  pixels equal a test image's (sha256 of shape and pixels: a PNG re-saved as BMP is caught), or
+  when it is a resized copy: thumbnails correlating at least `NEAR_CORR` and, with the larger of
+  the two resized to the smaller's size by ingest's filter, a mean absolute difference of at most
+  `NEAR_MAD` grey levels. The error names both files.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+from PIL import Image
 
 from sirst5k.errors import InputError
 from sirst5k.formats.folders import check_root, describe, natural_key, visible
-from sirst5k.formats.imageio import image_size, is_image_file
+from sirst5k.formats.imageio import image_size, is_image_file, read_grey, resize_image
+
+THUMB = 32  # thumbnail side of the similarity tests
+NEAR_CORR = 0.95  # thumbnails at least this correlated are compared pixel by pixel ...
+NEAR_MAD = 3.0  # ... and are one image when they differ by at most this many grey levels on average
 
 _FRAME = re.compile(r"^(.*?)[-_. ]*(\d+)$")
 
@@ -84,3 +109,173 @@ def sequence_shape(shapes: Iterable[tuple[int, ...]]) -> tuple[int, ...] | None:
         counts[tuple(s)] = counts.get(tuple(s), 0) + 1
     # max() keeps the first of equal counts, and dicts keep first-seen order.
     return max(counts, key=counts.__getitem__) if counts else None
+
+
+# ---------------------------------------------------------------- one scene, or a cut
+
+
+def thumbnail(image: np.ndarray, side: int = THUMB) -> np.ndarray:
+    """A grey image `[H, W]` as a `[side, side]` float64 thumbnail (PIL box average, aspect ignored),
+    standardised to mean 0 and std 1 (all 0 for a flat image)."""
+    img = np.asarray(image)
+    if img.ndim != 2:
+        raise ValueError(f"image must be [H, W], got shape {img.shape}")
+    t = np.asarray(Image.fromarray(np.ascontiguousarray(img, np.float32)).resize((side, side), Image.Resampling.BOX),
+                   np.float64)
+    t = t - t.mean()
+    sd = float(np.sqrt(np.mean(t * t)))
+    return t / sd if sd > 1e-6 else np.zeros_like(t)
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Correlation of two standardised thumbnails; 1 for two flat ones, 0 for one flat one."""
+    flat_a, flat_b = not a.any(), not b.any()
+    if flat_a or flat_b:
+        return 1.0 if flat_a and flat_b else 0.0
+    return float(np.mean(a * b))
+
+
+def scene_runs(images: Sequence[np.ndarray], min_corr: float) -> tuple[np.ndarray, np.ndarray]:
+    """Which run of one scene each frame is in: (run index `[T]` int64, from 0, and the
+    correlation of each frame with the one before `[T - 1]`, NaN where the sizes differ)."""
+    thumbs = [thumbnail(im) for im in images]
+    corr = np.full(max(0, len(thumbs) - 1), np.nan)
+    run = np.zeros(len(thumbs), np.int64)
+    for i in range(1, len(thumbs)):
+        same_size = np.shape(images[i]) == np.shape(images[i - 1])
+        if same_size:
+            corr[i - 1] = similarity(thumbs[i - 1], thumbs[i])
+        run[i] = run[i - 1] + (0 if same_size and corr[i - 1] >= min_corr else 1)
+    return run, corr
+
+
+def split_scene_runs(sequences: dict[str, list[Path]], min_corr: float, *, skip_bad: bool = False,
+                     read: Callable[[Path], np.ndarray] = read_grey) -> dict[str, list[Path]]:
+    """Each sequence split at its scene cuts (`scene_runs`); a sequence of one run keeps its
+    name, runs of a cut one are named `<name>-run<k>` (k from 1), in frame order.
+
+    Frames are decoded to test them. An unreadable frame raises InputError, or with
+    `skip_bad` stays in the run it is in (the noise-bank task then reports it).
+    """
+    out: dict[str, list[Path]] = {}
+    for name, paths in sequences.items():
+        images, where = [], []
+        for i, p in enumerate(paths):
+            try:
+                images.append(read(p))
+                where.append(i)
+            except InputError:
+                if not skip_bad:
+                    raise
+        run_of_readable, _ = scene_runs(images, min_corr)
+        readable_run = dict(zip(where, run_of_readable.tolist()))
+        run = np.zeros(len(paths), np.int64)
+        last = 0
+        for i in range(len(paths)):  # an unreadable frame stays with the frame before it
+            last = readable_run.get(i, last)
+            run[i] = last
+        n_runs = int(run.max()) + 1 if len(paths) else 0
+        if n_runs <= 1:
+            out[name] = list(paths)
+            continue
+        for k in range(n_runs):
+            out[f"{name}-run{k + 1}"] = [p for p, r in zip(paths, run) if r == k]
+    return out
+
+
+# ---------------------------------------------------------------- no test image in the bank
+
+
+def pixel_hash(image: np.ndarray) -> str:
+    """sha256 of a decoded image's shape and pixels (the file's encoding does not enter)."""
+    img = np.ascontiguousarray(image)
+    return hashlib.sha256(f"{img.shape}{img.dtype.str}".encode() + img.tobytes()).hexdigest()
+
+
+def evaluation_images(source: str | Path | Sequence[str | Path], split: str = "test") -> Iterator[tuple[str, np.ndarray]]:
+    """(name, grey image) of each image of the labelled set's test split.
+
+    source: a shard folder (its `split` shards; names `<shard>:<sample_id>`), a folder of
+    images (every image in it, sorted), or a list of image files.
+    """
+    from sirst5k.formats import shards
+
+    if isinstance(source, (str, Path)):
+        folder = Path(source)
+        if not folder.exists():
+            raise InputError(folder, "test set not found")
+        if folder.is_dir():
+            found = shards.list_shards(folder, split)
+            if found:
+                for path in found:
+                    images, _, meta = shards.read_shard(path)
+                    for sid, img in zip(meta["sample_id"].astype(str), images):
+                        yield f"{path}:{sid}", img
+                return
+            files = sorted((p for p in visible(folder) if p.is_file() and is_image_file(p)),
+                           key=lambda p: natural_key(p.name))
+            if not files:
+                raise InputError(folder, f"no {split} shard and no image in the test set folder")
+        else:
+            files = [folder]
+    else:
+        files = [Path(p) for p in source]
+    for p in files:
+        yield str(p), read_grey(p)
+
+
+def _near(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference of two grey images, the larger resized to the smaller's size."""
+    if a.size < b.size:
+        a, b = b, a
+    small = resize_image(np.asarray(a, np.uint8), b.shape)
+    return float(np.mean(np.abs(small.astype(np.float64) - b.astype(np.float64))))
+
+
+def check_test_overlap(frames: Iterable[str | Path], test: Iterable[tuple[str, np.ndarray]], *,
+                       allow: bool = False, skip_bad: bool = False, read: Callable[[Path], np.ndarray] = read_grey,
+                       near_corr: float = NEAR_CORR, near_mad: float = NEAR_MAD) -> list[str]:
+    """Refuse bank frames that are test images (see the module text).
+
+    frames: the bank's frame files; test: (name, image) pairs, as `evaluation_images` gives them.
+    Raises InputError naming the first such frame and its test image, unless `allow`; then
+    returns one warning line per overlapping frame (an empty list when none overlaps). An
+    unreadable frame raises its InputError, or with `skip_bad` is passed over (the noise-bank
+    task reports it).
+    """
+    tests = list(test)
+    if not tests:
+        return []
+    hashes: dict[str, str] = {}
+    for name, img in tests:
+        hashes.setdefault(pixel_hash(img), name)
+    thumbs = np.stack([thumbnail(img).reshape(-1) for _, img in tests])  # [N, THUMB^2]
+    n_px = thumbs.shape[1]
+    lines = []
+    for p in frames:
+        p = Path(p)
+        try:
+            frame = read(p)
+        except InputError:
+            if skip_bad:
+                continue
+            raise
+        hit = None
+        if pixel_hash(frame) in hashes:
+            hit = (hashes[pixel_hash(frame)], "the same pixels")
+        else:
+            corr = thumbs @ thumbnail(frame).reshape(-1) / n_px
+            for j in np.flatnonzero(corr >= near_corr):
+                mad = _near(frame, tests[j][1])
+                if mad <= near_mad:
+                    hit = (tests[j][0], f"a resized copy: thumbnails correlate {corr[j]:.3f}, mean difference "
+                                        f"{mad:.2f} grey levels at the smaller size")
+                    break
+        if hit is None:
+            continue
+        line = f"is test image {hit[0]} ({hit[1]})"
+        if not allow:
+            raise InputError(p, f"{line}: a bank frame must not be an image the detector is evaluated on; "
+                                "remove it or pass --allow-overlap")
+        lines.append(f"{p}: {line}; kept (--allow-overlap)")
+    return lines

@@ -13,7 +13,8 @@ An optional rule the paper does not have, `max_peak`: in each frame the brightes
 rise less than `max_peak` grey levels above the box's mean. Real "background" sequences hold
 small targets and hot pixels, and a 3x3 spot of +40 grey in a flat 32-px box adds only ~14 to
 its variance, so the variance test lets it into the bank, from where the transfer would paste
-an unlabelled target into a labelled image.
+an unlabelled target into a labelled image. `max_dip` is its mirror for dark spots (dead pixels,
+cold targets): the darkest pixel must fall less than `max_dip` below the box's mean.
 
 Pure functions over arrays; `window_stats` also takes torch tensors (CPU or CUDA) and returns
 tensors then, so a GPU worker keeps the per-pixel work on the device.
@@ -108,6 +109,24 @@ def window_max(frames: np.ndarray, window: int, stride: int) -> np.ndarray:
     return out
 
 
+def window_min(frames: np.ndarray, window: int, stride: int) -> np.ndarray:
+    """The darkest pixel of every window on the grid, per frame: `[T, gy, gx]` float64.
+
+    `mean - window_min(...)` is each box's dip below its mean, the statistic of
+    `select_windows(max_dip=...)`.
+    """
+    x = np.asarray(frames)
+    if x.ndim != 3:
+        raise ValueError(f"frames must be [T, H, W], got shape {x.shape}")
+    t, h, w = x.shape
+    gy, gx = grid_shape(h, w, window, stride)
+    out = np.empty((t, gy, gx), np.float64)
+    if t and gy and gx:
+        boxes = np.lib.stride_tricks.sliding_window_view(x, (window, window), axis=(1, 2))[:, ::stride, ::stride]
+        out[...] = boxes[:, :gy, :gx].min(axis=(-2, -1))
+    return out
+
+
 def _as_stats(var, mean) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(var, torch.Tensor):
         var = var.detach().cpu().numpy()
@@ -131,6 +150,8 @@ def select_windows(
     temporal: int = NoiseBankParams.temporal,
     peak=None,
     max_peak: float = NoiseBankParams.max_peak,
+    dip=None,
+    max_dip: float = NoiseBankParams.max_dip,
 ) -> np.ndarray:
     """Grid locations and temporal windows that pass the noise-bank test.
 
@@ -145,6 +166,9 @@ def select_windows(
         peak: `[T, gy, gx]` brightest pixel minus mean of each box (`window_max - mean`);
             needed when `max_peak > 0`.
         max_peak: every frame's peak must be `< max_peak` (strict); 0 = no limit (the paper).
+        dip: `[T, gy, gx]` mean minus darkest pixel of each box (`mean - window_min`); needed
+            when `max_dip > 0`.
+        max_dip: every frame's dip must be `< max_dip` (strict); 0 = no limit (the paper).
 
     Returns:
         `[K, 3]` int64 rows `(t0, gy, gx)`, sorted lexicographically (t0, then row, then column).
@@ -164,6 +188,13 @@ def select_windows(
         if peak.shape != var.shape:
             raise ValueError(f"peak must be {var.shape} like var, got {peak.shape}")
         frame_ok &= peak < max_peak
+    if max_dip > 0:
+        if dip is None:
+            raise ValueError("max_dip needs the boxes' dips (mean - window_min)")
+        dip = np.asarray(dip, dtype=np.float64)
+        if dip.shape != var.shape:
+            raise ValueError(f"dip must be {var.shape} like var, got {dip.shape}")
+        frame_ok &= dip < max_dip
     # Count failing frames in each temporal window with a cumulative sum over time.
     bad = np.concatenate([np.zeros((1,) + var.shape[1:], np.int64), np.cumsum(~frame_ok, axis=0)])
     all_ok = (bad[length:] - bad[:-length]) == 0

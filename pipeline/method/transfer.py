@@ -1,11 +1,25 @@
 """Noise transfer: fuse a noise-bank field into labelled images (values on the 0..255 scale).
 
-A field is the noise image laid over a whole image, built one of two ways:
+A field is the noise image laid over a whole image, built one of three ways:
   - `resize_field`: the paper's, one bank patch resized bilinearly (align_corners=False) to the
     image size, as torchvision's `Resize` does in the original `add_noise.py`. Upsampling a
-    32-px patch 8x smooths its pixel noise into broad blobs.
+    32-px patch 8x smooths its pixel noise into broad blobs: the field adds brightness
+    undulations a few pixels wide and no pixel-level noise, whatever the image's scale (a
+    stretched patch has no scale, so `noise_scale` does not apply to it).
   - `mosaic_field`: bank patches tiled at their native scale, so the field keeps the sensor's
     pixel-level noise. Which patches go where is drawn by `draw_mosaic_params`.
+  - `model_fields`: a Gaussian field drawn from a sequence's fitted noise model (its 2-D noise
+    spectrum and row/column stripes, `sirst5k.method.noise_model`), so the noise is not limited
+    to the bank's few patches.
+
+and built at one of two scales (`noise_scale`, mosaic and model fields):
+  - `source`: at the sample's original size (`orig_h` x `orig_w`, as ingest read it) at the
+    bank's native pixel pitch, then resized to the shard size exactly as ingest resized the image
+    (`resample_like_ingest`: PIL's bilinear filter, in float), so the field holds what the
+    sensor shows at this image's scale: a 640x512 frame shrunk to 256 px keeps ~0.3x of its white
+    pixel noise, and so does its noise field.
+  - `bank`: at native pitch straight onto the shard image (the only scale before), which over-
+    states the noise of a shrunk image and understates that of an enlarged one.
 
 and fused one of two ways:
   - `blend`: the paper's `m * field + (1 - m) * image`. Besides adding noise it lowers contrast
@@ -25,9 +39,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
+from sirst5k.method.noise_model import NoiseModel, detrend, draw_model_params, model_field
 from sirst5k.method.reductions import pairwise_mean
 from sirst5k.method.rng import generator
+from sirst5k.params import NoiseField, choices
 
 
 def _size(size) -> tuple[int, int]:
@@ -132,6 +149,62 @@ def mosaic_field(patches: torch.Tensor, size: tuple[int, int], match_means: bool
     return grid.reshape(batch, rows * window, cols * window)[:, :height, :width]
 
 
+# -- fields at the sample's own scale (built on the CPU: the same bits whatever device fuses them) --
+
+# ingest's image filter (sirst5k.formats.imageio.resize_image): PIL bilinear, whose support
+# widens with the shrink factor, so shrinking averages neighbouring pixels as binning would.
+INGEST_FILTER = Image.Resampling.BILINEAR
+
+
+def resample_like_ingest(field: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A float field `[h, w]` resized to `size` (H, W) as ingest resizes an image, float32 `[H, W]`.
+
+    The same PIL filter on the float image (mode "F": its coefficients are the ones PIL's 8-bit
+    path rounds to fixed point), without rounding to grey levels. The same size is a copy.
+    Deterministic: PIL on the CPU, one thread.
+    """
+    height, width = _size(size)
+    f = np.ascontiguousarray(field, dtype=np.float32)
+    if f.ndim != 2:
+        raise ValueError(f"field must be [h, w], got shape {f.shape}")
+    if f.shape == (height, width):
+        return f.copy()
+    return np.asarray(Image.fromarray(f).resize((width, height), INGEST_FILTER), dtype=np.float32)
+
+
+def source_mosaic_fields(patches: np.ndarray, rows: Sequence[np.ndarray], build_sizes: np.ndarray,
+                         size: tuple[int, int]) -> np.ndarray:
+    """Mosaics built at each sample's own size, resized to `size`: float32 `[N, H, W]`.
+
+    patches: the bank's `[R, w, w]`; rows: per sample, the bank rows `[r_i, c_i]` of a mosaic
+    covering `build_sizes[i]` (h_i, w_i) (`draw_mosaic_params`). Each tile is taken minus its
+    least-squares plane (its mean kept): a flat bank window still holds the scene's gentle slope,
+    and slopes tiled make a staircase of seams that shrinking turns into edges, more high-pass
+    energy than the noise itself where the noise is faint. Then `mosaic_field` (means matched) at
+    native pitch, then `resample_like_ingest`.
+    """
+    height, width = _size(size)
+    out = np.empty((len(rows), height, width), np.float32)
+    for i, (r, build) in enumerate(zip(rows, build_sizes)):
+        raw = patches[np.asarray(r).reshape(-1)].astype(np.float64)
+        tiles = detrend(raw) + raw.mean(axis=(-2, -1), keepdims=True)
+        native = mosaic_field(torch.from_numpy(tiles.astype(np.float32))[None], (int(build[0]), int(build[1])))
+        out[i] = resample_like_ingest(native[0].numpy(), (height, width))
+    return out
+
+
+def model_fields(models: Sequence[NoiseModel], index: np.ndarray, seeds: np.ndarray, build_sizes: np.ndarray,
+                 size: tuple[int, int]) -> np.ndarray:
+    """Noise-model fields (`noise_model.model_field`: the model's mean grey plus its noise) drawn at
+    each sample's build size, resized to `size` as ingest resized the image: float32 `[N, H, W]`."""
+    height, width = _size(size)
+    out = np.empty((len(index), height, width), np.float32)
+    for i, (k, s, build) in enumerate(zip(index, seeds, build_sizes)):
+        native = model_field(models[int(k)], (int(build[0]), int(build[1])), int(s))
+        out[i] = resample_like_ingest(native, (height, width))
+    return out
+
+
 def _mix(mix, like: torch.Tensor) -> torch.Tensor:
     m = torch.as_tensor(mix, dtype=like.dtype, device=like.device).reshape(-1)
     if m.numel() not in (1, like.shape[0]):
@@ -180,41 +253,82 @@ BATCH = {"cpu": 8, "cuda": 64}
 STEP = "transfer"
 
 
+FIELDS = choices(NoiseField)  # resize, mosaic, model: written once, in sirst5k.params
+
+
 @dataclass(frozen=True)
 class TransferDraws:
     """The random part of a transfer, drawn apart from the math so a sample can be replayed.
 
-    field: "resize" or "mosaic". rows: bank rows, [N] (one patch per sample, resized) or
-    [N, rows, cols] (the tiles of each sample's mosaic). `noise_id` [N] is each sample's
-    first row (the one recorded in the shard's meta).
+    field: "resize", "mosaic" or "model". rows: bank rows, `[N]` (one patch per sample, resized),
+    `[N, rows, cols]` (the tiles of each sample's mosaic, all built at the image size) or a tuple
+    of N `[rows_i, cols_i]` (mosaics built at each sample's own size); for "model", the model
+    index `[N]`. build_size: `[N, 2]` (h, w) each field is built at before it is resized to the
+    image (`noise_scale="source"`), None = at the image size. seeds: `[N]` synthesis seeds of
+    the model field. `noise_id` `[N]` is each sample's first bank row (the one recorded in the
+    shard's meta), -1 for the model field (no bank row).
     """
 
     field: str
-    rows: np.ndarray
+    rows: np.ndarray | tuple
+    build_size: np.ndarray | None = None
+    seeds: np.ndarray | None = None
 
     @property
     def noise_id(self) -> np.ndarray:
+        if self.field == "model":
+            return np.full(len(self.rows), -1, np.int64)
+        if isinstance(self.rows, tuple):
+            return np.array([np.asarray(r).flat[0] for r in self.rows], np.int64)
         return self.rows.reshape(len(self.rows), -1)[:, 0].astype(np.int64)
 
 
+def build_sizes(size: tuple[int, int], source_sizes: np.ndarray | None, n: int) -> np.ndarray | None:
+    """`[n, 2]` sizes the fields are built at: each sample's `source_sizes` row (orig_h, orig_w),
+    the image `size` where that is unknown (-1 or 0); None without source sizes (bank scale)."""
+    if source_sizes is None:
+        return None
+    src = np.asarray(source_sizes, np.int64).reshape(-1, 2)
+    if len(src) != n:
+        raise ValueError(f"source_sizes must be [{n}, 2], got {src.shape}")
+    ok = (src > 0).all(axis=1)
+    return np.where(ok[:, None], src, np.asarray(_size(size), np.int64)[None, :])
+
+
 def draw_transfer_params(seed: int, sample_ids: Sequence[str], n_bank: int, size: tuple[int, int], window: int,
-                         field: str) -> TransferDraws:
-    """Each sample's bank rows, from a generator keyed by (seed, "transfer", sample_id) alone.
+                         field: str, *, source_sizes: np.ndarray | None = None, n_models: int = 0) -> TransferDraws:
+    """Each sample's bank rows (or model and seed), from a generator keyed by (seed, "transfer",
+    sample_id) alone.
 
     So every mix value of a sample uses the same noise, and a draw depends neither on worker
-    count nor on the order of the samples.
+    count nor on the order of the samples. source_sizes `[N, 2]` (orig_h, orig_w): build the
+    mosaic and model fields at each sample's original size (`noise_scale="source"`); None: at
+    `size` (`"bank"`). A mosaic built at the image size draws exactly what the bank scale draws.
     """
-    if n_bank < 1:
+    if field not in FIELDS:
+        raise ValueError(f"field must be resize, mosaic or model, got {field!r}")
+    if field == "model":
+        if n_models < 1:
+            raise ValueError("the noise bank holds no noise model")
+    elif n_bank < 1:
         raise ValueError("the noise bank is empty")
-    rows = []
-    for sid in sample_ids:
+    builds = build_sizes(size, source_sizes, len(sample_ids)) if field != "resize" else None
+    rows, seeds = [], []
+    for i, sid in enumerate(sample_ids):
         g = generator(seed, STEP, str(sid))
         if field == "resize":
             rows.append(np.array([g.integers(n_bank)]))
         elif field == "mosaic":
-            rows.append(draw_mosaic_params(g, n_bank, size, window))
+            rows.append(draw_mosaic_params(g, n_bank, size if builds is None else tuple(builds[i]), window))
         else:
-            raise ValueError(f"field must be resize or mosaic, got {field!r}")
+            index, s = draw_model_params(g, n_models)
+            rows.append(np.array([index]))
+            seeds.append(s)
+    if field == "model":
+        return TransferDraws(field, np.array([r[0] for r in rows], np.int64).reshape(-1), builds,
+                             np.array(seeds, np.int64).reshape(-1))
+    if field == "mosaic" and builds is not None:
+        return TransferDraws(field, tuple(np.asarray(r, np.int64) for r in rows), builds)
     if not rows:
         shape = (0,) if field == "resize" else (0, *mosaic_grid(size, window))
         return TransferDraws(field, np.zeros(shape, np.int64))
@@ -223,15 +337,20 @@ def draw_transfer_params(seed: int, sample_ids: Sequence[str], n_bank: int, size
 
 
 def transfer_images(images: np.ndarray, patches: np.ndarray, draws: TransferDraws, mixes: Sequence[float],
-                    mode: str, device: "torch.device | str" = "cpu") -> np.ndarray:
+                    mode: str, device: "torch.device | str" = "cpu",
+                    models: Sequence[NoiseModel] | None = None) -> np.ndarray:
     """The transferred images uint8 [N * M, H, W], sample-major (sample i's M mixes sit together).
 
     images: uint8 [N, H, W]; patches: the bank's uint8 [R, w, w]; draws: from
-    `draw_transfer_params` for these N samples; mode: "blend" or "additive". The math runs on
-    `device` in batches of BATCH[device type] images, with the same bits on a CPU and a GPU.
+    `draw_transfer_params` for these N samples; mode: "blend" or "additive"; models: the bank's
+    noise models (field "model"). The math runs on `device` in batches of BATCH[device type]
+    images, with the same bits on a CPU and a GPU (fields built at the samples' own size, and
+    model fields, are built on the CPU and moved).
     """
     if mode not in ("blend", "additive"):
         raise ValueError(f"mode must be blend or additive, got {mode!r}")
+    if draws.field == "model" and not models:
+        raise ValueError("the model field needs the bank's noise models")
     images = np.asarray(images)
     if images.ndim != 3 or len(draws.rows) != len(images):
         raise ValueError(f"images must be [N, H, W] with one draw each, got {images.shape} and {len(draws.rows)} draws")
@@ -244,8 +363,15 @@ def transfer_images(images: np.ndarray, patches: np.ndarray, draws: TransferDraw
         stop = min(start + batch, n)
         img = torch.from_numpy(images[start:stop]).to(dev, torch.float32)
         rows = draws.rows[start:stop]
+        builds = None if draws.build_size is None else draws.build_size[start:stop]
         if draws.field == "resize":
             field = resize_field(torch.from_numpy(patches[rows]).to(dev, torch.float32), (h, w))
+        elif draws.field == "model":
+            if builds is None:
+                builds = np.tile(np.array([h, w], np.int64), (stop - start, 1))
+            field = torch.from_numpy(model_fields(models, rows, draws.seeds[start:stop], builds, (h, w))).to(dev)
+        elif builds is not None:  # mosaics at each sample's own size, resized as ingest resized the image
+            field = torch.from_numpy(source_mosaic_fields(patches, rows, builds, (h, w))).to(dev)
         else:  # [n, rows, cols] -> the [n, rows * cols] tiles of each mosaic, row-major
             field = mosaic_field(torch.from_numpy(patches[rows.reshape(len(rows), -1)]).to(dev, torch.float32), (h, w))
         for j, m in enumerate(mixes):

@@ -75,18 +75,24 @@ class ModeTile:
 class ModeDraws:
     """The sheet's random choices, the ones the transfer stage would draw for this image:
     `noise_id` the bank row resized for the `resize` field, `mosaic` [rows, cols] int64 the
-    bank rows tiled for the `mosaic` field."""
+    bank rows tiled for the `mosaic` field, built at `mosaic_build` (h, w), the image's original
+    size (`--noise-scale source`, the transfer's default), or at the image's size when None."""
 
     noise_id: int
     mosaic: np.ndarray
+    mosaic_build: tuple[int, int] | None = None
 
 
-def draw_mode_params(seed: int, n_bank: int, size: tuple[int, int], window: int, key: str = "") -> ModeDraws:
+def draw_mode_params(seed: int, n_bank: int, size: tuple[int, int], window: int, key: str = "",
+                     source_size: tuple[int, int] | None = None) -> ModeDraws:
     """Bank rows for one sheet: exactly what `sirst5k transfer --seed SEED` draws for a sample
-    whose id is `key` (`draw_transfer_params`), for each field."""
+    whose id is `key` (`draw_transfer_params`), for each field; source_size: the image's original
+    (h, w), as the shard's orig_h, orig_w (None: the bank scale)."""
     resize = draw_transfer_params(seed, [key], n_bank, size, window, "resize")
-    mosaic = draw_transfer_params(seed, [key], n_bank, size, window, "mosaic")
-    return ModeDraws(int(resize.rows[0]), mosaic.rows[0])
+    src = None if source_size is None else np.array([source_size], np.int64)
+    mosaic = draw_transfer_params(seed, [key], n_bank, size, window, "mosaic", source_sizes=src)
+    build = None if mosaic.build_size is None else tuple(int(v) for v in mosaic.build_size[0])
+    return ModeDraws(int(resize.rows[0]), np.asarray(mosaic.rows[0]), build)
 
 
 def border_target(centers: np.ndarray, size: tuple[int, int], patch: int = BORDER_PATCH) -> int | None:
@@ -108,10 +114,12 @@ def transfer_tiles(image: np.ndarray, mask: np.ndarray, patches: np.ndarray, dra
 
     image, mask: uint8 [H, W]; patches: uint8 [R, w, w].
     """
-    rows = {"resize": np.array([draws.noise_id], np.int64), "mosaic": draws.mosaic[None]}
+    mosaic = (TransferDraws("mosaic", draws.mosaic[None]) if draws.mosaic_build is None else
+              TransferDraws("mosaic", (draws.mosaic,), np.array([draws.mosaic_build], np.int64)))
+    fields = {"resize": TransferDraws("resize", np.array([draws.noise_id], np.int64)), "mosaic": mosaic}
     tiles = []
     for mode, fld, mix in TRANSFER_MODES:
-        out = transfer_images(image[None], patches, TransferDraws(fld, rows[fld]), [mix], mode)[0]
+        out = transfer_images(image[None], patches, fields[fld], [mix], mode)[0]
         note = " (paper)" if (mode, fld, mix) == ("blend", "resize", 0.1) else ""
         tiles.append(ModeTile(
             f"{mode} / {fld}, m={mix:g}{note}", "transfer", out, mask.copy(), None, focus,
@@ -136,7 +144,7 @@ def negative_tile(image: np.ndarray, mask: np.ndarray, center: tuple[int, int], 
 
 
 def mode_tiles(image: np.ndarray, mask: np.ndarray, patches: np.ndarray, seed: int = 0, target: int = 0,
-               key: str = "") -> list[ModeTile]:
+               key: str = "", source_size: tuple[int, int] | None = None) -> list[ModeTile]:
     """Every mode's tile for image uint8 [H, W] and mask uint8 [H, W] (nonzero = target).
 
     patches: the noise bank's uint8 [R, w, w]. target: which target (label order) the
@@ -158,7 +166,7 @@ def mode_tiles(image: np.ndarray, mask: np.ndarray, patches: np.ndarray, seed: i
     if not 0 <= target < len(centers):
         raise ValueError(f"target {target} out of range: the mask has {len(centers)} target(s)")
     center = (int(centers[target][0]), int(centers[target][1]))
-    draws = draw_mode_params(seed, len(patches), image.shape, patches.shape[-1], key)
+    draws = draw_mode_params(seed, len(patches), image.shape, patches.shape[-1], key, source_size)
     tiles = [ModeTile("original", "original", image.copy(), mask.copy(), None, center, {})]
     tiles += transfer_tiles(image, mask, patches, draws, center)
     tiles += [negative_tile(image, mask, center, target, p) for p in NEGATIVE_PATCHES]

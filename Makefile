@@ -24,7 +24,7 @@ repro: setup
 	$(BIN)/dvc config core.check_update false --local >/dev/null 2>&1 || true
 	$(BIN)/dvc repro dvc.yaml
 
-# Trains two small U-Nets (originals vs the published set): ~12 min on 2 CPU cores.
+# Trains one network per arm and seed (params.yaml: evaluate): 12 runs, tens of minutes on 2 CPU cores.
 evaluate: repro
 	$(BIN)/dvc repro evaluate/dvc.yaml
 
@@ -37,8 +37,9 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# Every speed figure of docs/speed.md (~10 min); BENCH_ARGS=--full adds 10 x SIRST and the "before" runs.
 bench: setup
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf output .dvc/cache .dvc/tmp

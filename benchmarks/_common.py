@@ -168,15 +168,32 @@ def _sirst_base(size: int) -> dict:
 
 def sirst5k(*args: object, env: dict | None = None, check: bool = True) -> tuple[float, str]:
     """Run the `sirst5k` command line in a subprocess; (wall seconds, output)."""
-    # `python -m stages.cli`, not the console script: it also runs from a bare checkout on PYTHONPATH
-    cmd = [sys.executable, "-m", "sirst5k.stages.cli", *map(str, args)]
+    wall, _, text = sirst5k_cpu(*args, env=env, check=check)
+    return wall, text
+
+
+def sirst5k_cpu(*args: object, env: dict | None = None, check: bool = True) -> tuple[float, float, str]:
+    """Run the `sirst5k` command line in a subprocess; (wall seconds, CPU seconds, output).
+
+    CPU: user + system time of the command and every process it waited for (its LocalCluster's
+    workers included), which other users of a shared machine disturb less than wall time.
+    Environment values of None remove the variable.
+    """
+    import resource
+
+    # `python -m sirst5k`: what the `sirst5k` console script runs
+    cmd = [sys.executable, "-m", "sirst5k", *map(str, args)]
     full_env = {**os.environ, "DVC_NO_ANALYTICS": "1", **(env or {})}
+    full_env = {k: v for k, v in full_env.items() if v is not None}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=REPO)
     dt = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if check and proc.returncode != 0:
         sys.exit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}")
-    return dt, proc.stdout + proc.stderr
+    return dt, cpu, proc.stdout + proc.stderr
 
 
 def noise_bank() -> Path:
@@ -185,6 +202,32 @@ def noise_bank() -> Path:
     if not out.is_file():
         sirst5k("noise-bank", data_root() / "sirst-v2-frames", "--out", out, "--temporal", 2, "--workers", 2)
     return out
+
+
+#: SIRST5K_CLUSTER for a run with every stage's tasks on a fresh LocalCluster (what every stage
+#: did before small work ran in the command's own process).
+PER_STAGE_CLUSTER = {"SIRST5K_CLUSTER": "always"}
+
+
+def code_env(rev: str) -> dict:
+    """Environment that runs the code of git revision `rev` instead of the working tree: its
+    files (`git archive`, cached under the bench dir) laid out as the installed package, first on
+    PYTHONPATH (the editable install's finder comes after it). Workers inherit it. For "before"
+    figures measured beside "after" ones in the same run."""
+    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=REPO, check=True, capture_output=True,
+                         text=True).stdout.strip()
+    root = bench_dir() / f"code-{sha}"
+    if not (root / ".complete").is_file():
+        shutil.rmtree(root, ignore_errors=True)
+        (root / "src").mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", sha], cwd=REPO, check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(root / "src")], input=archive, check=True)
+        (root / "path").mkdir()
+        (root / "path" / "sirst5k").symlink_to(root / "src" / "pipeline")
+        (root / "src" / "pipeline" / "stages").symlink_to(root / "src" / "stages")
+        (root / ".complete").write_text(sha)
+    path = os.pathsep.join(p for p in (str(root / "path"), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path, "SIRST5K_CLUSTER": None}
 
 
 def ingest_shards(copies: int = 1) -> Path:

@@ -1,21 +1,26 @@
-"""The SIRST-5K recipe end to end: this pipeline on 10 x SIRST v1 vs the original scripts.
+"""The SIRST-5K recipe end to end: this pipeline vs the original scripts, in the same run.
 
-    .venv/bin/python benchmarks/recipe_vs_scripts.py [--copies 10] [--script-images 427 854] [--workers 2]
+    .venv/bin/python benchmarks/recipe_vs_scripts.py                   # SIRST v1 as it is (427 images)
+    .venv/bin/python benchmarks/recipe_vs_scripts.py --real /path/to/SIRST-5K/codes/Mix_Rot --real-deps DIR
+    .venv/bin/python benchmarks/recipe_vs_scripts.py --copies 10 --one-cluster   # 10 x SIRST (scale)
 
 Input: the 427 real SIRST v1 images resized to 256x256, repeated `--copies` times with distinct
-ids (4,270 images: 3,410 train, 860 test). Recipe: noise transfer m = 0.1, 32-px mirrored
-negatives k = 0..3, masks.
-  - pipeline: `sirst5k ingest -> noise-bank -> transfer -> negatives -> publish` (publish
-    verifies every checksum at the end), each a CLI subprocess with a LocalCluster of
-    `--workers` processes; the noise bank comes from the real SIRST-V2 frames (--temporal 2).
-    Then again with every stage on one `dask scheduler` + `--workers` workers started once
-    (`--scheduler`; the cluster's start counted once).
-  - scripts: benchmarks/original_scripts.py (add_noise + rot_patch + rot_mask) on the first
-    `--script-images` train images. Their time per image grows with the set (the matching loop
-    is ~cubic), so their time on all 3,410 train images comes from a model, and says so: the
-    measured per-image and per-negative costs (best run) plus the matching loop, timed alone at
-    `--loop-images` sizes and fitted with a power law.
-samples/s = (noise-transferred images + negatives) / wall seconds, for both.
+ids (copies = 1: SIRST as people have it, 341 train / 86 test). Recipe: noise transfer m = 0.1,
+32-px mirrored negatives k = 0..3, masks.
+  - pipeline: `sirst5k ingest --size 256 -> transfer --mix 0.1 -> negatives --patch 32 ->
+    publish` (publish verifies every checksum and label at the end), each a CLI subprocess with
+    `--workers 2`, as params.yaml runs them; the noise bank (not part of the scripts' work, they
+    start from a ready noise patch) comes from the 245 real SIRST-V2 frames (--temporal 2) and is
+    timed on its own. Runs with this working tree's code, and "before" with the code of git
+    revision --before-rev (default HEAD: the commit a change sits on; `_common.code_env`), which
+    ran every stage on a fresh LocalCluster (--no-before skips it). --one-cluster adds a run on
+    one `dask scheduler` started once (`--scheduler`).
+  - scripts: benchmarks/original_scripts.py (add_noise + rot_patch + rot_mask, re-implemented)
+    on the same train images, in a fresh process; with --real, the original scripts themselves
+    (see original_scripts.py). At --copies 3 and more their time comes from a model fitted to
+    runs on `--script-images` images (their matching loop is ~cubic), and says so.
+`--repeat N` alternates the runs N times and keeps the best of each (a shared machine's load
+changes from minute to minute). samples/s = (transferred images + negatives) / wall seconds.
 """
 
 from __future__ import annotations
@@ -29,18 +34,20 @@ import _common as C
 import numpy as np
 import original_scripts
 
+RECIPE = ("ingest", "transfer", "negatives", "publish")
 
-def run_pipeline(copies: int, workers: int, scheduler: str | None = None) -> dict:
+
+def run_pipeline(copies: int, workers: int, scheduler: str | None = None, env: dict | None = None) -> dict:
     src = C.sirst_set(copies)
     with tempfile.TemporaryDirectory(dir=C.bench_dir()) as tmp:
         out = Path(tmp)
         w = ["--scheduler", scheduler] if scheduler else ["--workers", workers]
-        stages = []
+        stages: dict[str, tuple[float, float]] = {}
 
         def stage(name: str, *args) -> str:
-            C.progress(f"pipeline: {name}")
-            dt, text = C.sirst5k(*args, *w)
-            stages.append([name, dt, C.load()])
+            C.progress(f"pipeline{' (before)' if env else ''}: {name}")
+            dt, cpu, text = C.sirst5k_cpu(*args, *w, env=env)
+            stages[name] = (dt, cpu)
             return text
 
         stage("ingest", "ingest", src, "--out", out / "ingest", "--size", 256)
@@ -53,57 +60,113 @@ def run_pipeline(copies: int, workers: int, scheduler: str | None = None) -> dic
         manifest = json.loads((out / "sirst5k.json").read_text())
         size = sum(p.stat().st_size for p in (out / "sirst5k").glob("*.h5"))
     return {"stages": stages, "transfer": C.parse_count(t_tr, "transfer"),
-            "negatives": C.parse_count(t_neg, "negatives"), "total": sum(s[1] for s in stages),
-            # the scripts' timed parts (add_noise, rot_patch, rot_mask) start from a ready noise patch
-            "recipe": sum(s[1] for s in stages if s[0] != "noise-bank"),
+            "negatives": C.parse_count(t_neg, "negatives"),
+            "recipe": sum(stages[s][0] for s in RECIPE), "recipe_cpu": sum(stages[s][1] for s in RECIPE),
+            "bank": stages["noise-bank"][0], "bank_cpu": stages["noise-bank"][1],
             "train": manifest["splits"]["train"]["n_samples"], "test": manifest["splits"]["test"]["n_samples"],
-            "bytes": size}
+            "bytes": size, "load": C.load()}
+
+
+def best(runs: list[dict], key: str) -> dict:
+    return min(runs, key=lambda r: r[key])
+
+
+def stage_table(title: str, runs: dict[str, dict]) -> None:
+    names = ["ingest", "noise-bank", "transfer", "negatives", "publish"]
+    rows = [[n] + [v for r in runs.values() for v in r["stages"][n]] for n in names]
+    rows.append(["recipe (ingest + transfer + negatives + publish)"]
+                + [v for r in runs.values() for v in (r["recipe"], r["recipe_cpu"])])
+    C.table([title] + [f"{label} {what}" for label in runs for what in ("wall s", "CPU s")], rows)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--copies", type=int, default=10)
-    ap.add_argument("--script-images", type=int, nargs="+", default=[427, 854])
+    ap.add_argument("--copies", type=int, default=1)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--loop-images", type=int, nargs="+", default=[427, 854, 1708],
-                    help="set sizes at which the scripts' matching loop is timed alone")
+    ap.add_argument("--repeat", type=int, default=1, help="alternate the runs this often; keep the best of each")
+    ap.add_argument("--no-before", action="store_true", help="skip the run with the code of --before-rev")
+    ap.add_argument("--before-rev", default="HEAD", help="git revision whose code makes the 'before' figures")
+    ap.add_argument("--one-cluster", action="store_true", help="also run every stage on one dask scheduler")
     ap.add_argument("--pipeline-only", action="store_true", help="time this pipeline only, not the scripts")
+    ap.add_argument("--real", type=Path, help="folder of the original add_noise.py, rot_patch.py, rot_mask.py, misc.py "
+                                              "(github luy0222/SIRST-5K codes/Mix_Rot): time them too")
+    ap.add_argument("--real-deps", type=Path, help="folder put on PYTHONPATH for --real (opencv, einops)")
+    ap.add_argument("--script-images", type=int, nargs="+", default=[427, 854],
+                    help="--copies >= 3: images of the scripts' measured runs for the model")
+    ap.add_argument("--loop-images", type=int, nargs="+", default=[427, 854, 1708],
+                    help="--copies >= 3: set sizes at which the scripts' matching loop is timed alone")
     args = ap.parse_args()
-    C.header(f"SIRST-5K recipe on {args.copies} x SIRST v1 ({427 * args.copies} images at 256x256)")
-
-    ours = run_pipeline(args.copies, args.workers)
-    C.table(["pipeline stage", "wall s (incl. start-up)", "load"],
-            ours["stages"] + [["total", ours["total"], C.load()],
-                              ["total without noise-bank (what the scripts' time covers)", ours["recipe"], C.load()]])
-    # The same stages on one running cluster (`--scheduler`): workers start, and import torch, once.
-    with C.dask_cluster(args.workers) as (address, cluster_s):
-        warm = run_pipeline(args.copies, args.workers, address)
-    warm["recipe"] += cluster_s
-    warm["total"] += cluster_s
-    C.table(["pipeline stage, one cluster for all (--scheduler)", "wall s", "load"],
-            [["start dask scheduler + workers (once)", cluster_s, C.load()]] + warm["stages"]
-            + [["total", warm["total"], C.load()],
-               ["total without noise-bank (what the scripts' time covers)", warm["recipe"], C.load()]])
     n_train = 341 * args.copies
-    ours_rate = (ours["transfer"] + ours["negatives"]) / ours["recipe"]
-    print(f"   pipeline: {ours['transfer']:,} transferred + {ours['negatives']:,} negatives from {n_train:,} train "
-          f"images in {ours['recipe']:.1f} s without noise-bank = {ours_rate:,.0f} samples/s "
-          f"({(ours['transfer'] + ours['negatives']) / ours['total']:,.0f}/s with it); published train {ours['train']:,} / "
-          f"test {ours['test']:,} samples, {ours['bytes'] / 2**20:,.0f} MiB")
+    C.header(f"SIRST-5K recipe on {args.copies} x SIRST v1 ({427 * args.copies:,} images at 256x256, "
+             f"{n_train:,} train), best of {args.repeat}")
+    measure_scripts = not args.pipeline_only and args.copies <= 2
+    runs: dict[str, list[dict]] = {"now": [], "before": [], "scripts": [], "real": []}
+    for _ in range(args.repeat):
+        runs["now"].append(run_pipeline(args.copies, args.workers))
+        if not args.no_before:
+            runs["before"].append(run_pipeline(args.copies, args.workers, env=C.code_env(args.before_rev)))
+        if measure_scripts:
+            C.progress(f"original scripts (re-implemented) on {n_train} images")
+            runs["scripts"].append(original_scripts.run(n_train, deps=args.real_deps))
+            if args.real:
+                C.progress(f"original scripts (real) on {n_train} images")
+                runs["real"].append(original_scripts.run_real(n_train, args.real, args.real_deps))
+    now = best(runs["now"], "recipe")
+    shown = {"now": now}
+    if runs["before"]:
+        shown[f"before ({args.before_rev})"] = best(runs["before"], "recipe")
+    stage_table("pipeline stage", shown)
+    rate = (now["transfer"] + now["negatives"]) / now["recipe"]
+    print(f"   pipeline: {now['transfer']:,} transferred + {now['negatives']:,} negatives from {n_train:,} train images; "
+          f"published train {now['train']:,} / test {now['test']:,} samples, {now['bytes'] / 2**20:,.0f} MiB; "
+          f"recipe {now['recipe']:.2f} s = {rate:,.0f} samples/s; load {now['load']}")
+    print(f"   noise-bank on the 245 SIRST-V2 frames: {now['bank']:.2f} s wall, {now['bank_cpu']:.2f} s CPU (goal < 3 s)"
+          + "".join(f"; {label}: {r['bank']:.2f} s" for label, r in shown.items() if label != "now"))
+    if args.one_cluster:
+        with C.dask_cluster(args.workers) as (address, cluster_s):
+            warm = run_pipeline(args.copies, args.workers, address)
+        print(f"   on one dask scheduler started once ({cluster_s:.1f} s to start): recipe {warm['recipe']:.2f} s "
+              f"+ start = {warm['recipe'] + cluster_s:.2f} s")
     if args.pipeline_only:
         return
+    if measure_scripts:
+        scripts = best(runs["scripts"], "t_total")
+        original_scripts.print_results([scripts])
+        rows = [[f"scripts, re-implemented (benchmarks/original_scripts.py, {scripts['writer']} PNG writer; "
+                 "imports not timed)", scripts["t_total"], scripts["load_after"]]]
+        ref, ref_name = scripts["t_total"], "the re-implemented scripts'"
+        if runs["real"]:
+            real = best(runs["real"], "t_total")
+            original_scripts.print_real([real])
+            rows.append(["scripts, the originals (each `python SCRIPT`, start-up included)", real["t_total"],
+                         real["load_after"]])
+            rows.append(["scripts, the originals less their start-ups", real["t_total"] - real["t_start"],
+                         real["load_after"]])
+            ref, ref_name = real["t_total"], "the original scripts'"
+        table = [[name, t, t / now["recipe"], load] for name, t, load in rows]
+        table.append(["pipeline now: the recipe end to end (4 commands, start-ups included)", now["recipe"], 1.0,
+                      now["load"]])
+        for label, r in shown.items():
+            if label != "now":
+                table.append([f"pipeline {label}", r["recipe"], r["recipe"] / now["recipe"], r["load"]])
+        C.table(["run (same input, same run)", "wall s", "x the pipeline's time", "load"], table)
+        print(f"   the pipeline's recipe takes 1/{ref / now['recipe']:.1f} of {ref_name} wall time (goal: 1/8 or less)")
+        return
+    model_scripts(args, now, n_train)
 
+
+def model_scripts(args, ours: dict, n_train: int) -> None:
+    """--copies >= 3: the scripts' time on n_train images from measured parts.
+
+    t(n) = add_noise per image * n + image work per negative * negatives(n) + 2 * L(n), L(n) the
+    matching loop alone (measured, power law fitted: it is ~cubic), per-unit costs the best of the
+    measured runs (favours the scripts). Two-point fits of the totals drown in the load noise.
+    """
     scripts = []
     for n in args.script_images:
         C.progress(f"original scripts on {n} images")
         scripts.append(original_scripts.run(n))
     original_scripts.print_results(scripts)
-
-    # Model of the scripts at n_train images, from measured parts (two-point fits of the
-    # totals drown in the load noise of a shared machine):
-    #   t(n) = add_noise per image * n + image work per negative * negatives(n) + 2 * L(n),
-    # L(n) the matching loop alone (measured, power law fitted: it is ~cubic), per-unit costs the
-    # best of the measured runs (favours the scripts).
     loops = {m: original_scripts.matching_loop_seconds(m) for m in args.loop_images}
     C.table(["images", "matching loop s (one script)", "load"], [[m, v, C.load()] for m, v in loops.items()])
     lm = np.array(sorted(loops), float)
@@ -112,25 +175,16 @@ def main() -> None:
     per_image = min(r["t_transfer"] / r["images"] for r in scripts)
     per_neg = min((r["t_rot_images"] + r["t_rot_masks"] - 2 * loop(r["images"])) / r["negatives"] for r in scripts)
     t_full = per_image * n_train + per_neg * ours["negatives"] + 2 * loop(n_train)
+    ours_rate = (ours["transfer"] + ours["negatives"]) / ours["recipe"]
     full_rate = (ours["transfer"] + ours["negatives"]) / t_full
-    mem = np.polyfit([r["images"] for r in scripts], [r["peak_rss_mib"] for r in scripts], 1)
-    rows = [[f"scripts, {r['images']} images (measured)", r["t_total"], (r["transfer"] + r["negatives"]) / r["t_total"],
-             r["peak_rss_mib"], ours_rate / ((r["transfer"] + r["negatives"]) / r["t_total"])] for r in scripts]
-    rows.append([f"scripts, {n_train:,} images (model)", t_full, full_rate, float(np.polyval(mem, n_train)),
-                 ours_rate / full_rate])
-    rows.append([f"pipeline, {n_train:,} train images (measured, without noise-bank)", ours["recipe"], ours_rate,
-                 float("nan"), 1.0])
-    warm_rate = (warm["transfer"] + warm["negatives"]) / warm["recipe"]
-    rows.append([f"pipeline on one cluster, {n_train:,} train images (measured, without noise-bank)", warm["recipe"],
-                 warm_rate, float("nan"), warm_rate / ours_rate])
-    print(f"   speed-up over the modelled scripts on one cluster: {warm_rate / full_rate:.1f}x")
-    with_bank = (ours["transfer"] + ours["negatives"]) / ours["total"]
-    print(f"   with the noise-bank stage ({ours['total']:.1f} s) the speed-up over the modelled scripts is "
-          f"{with_bank / full_rate:.1f}x")
-    C.table(["run", "wall s", "samples/s", "peak RSS MiB", "pipeline speed-up"], rows)
-    print(f"   model: {per_image * 1e3:.1f} ms an image (add_noise) + {per_neg * 1e3:.1f} ms a negative "
-          f"(rot_patch + rot_mask) + 2 x matching loop L(n) = {np.exp(logc):.3g} n^{p:.2f} s "
-          f"(L({n_train:,}) = {loop(n_train):.0f} s); load now {C.load()}")
+    rows = [[f"scripts, {r['images']} images (measured)", r["t_total"], (r["transfer"] + r["negatives"]) / r["t_total"]]
+            for r in scripts]
+    rows.append([f"scripts, {n_train:,} images (model)", t_full, full_rate])
+    rows.append([f"pipeline, {n_train:,} train images (measured, the recipe)", ours["recipe"], ours_rate])
+    C.table(["run", "wall s", "samples/s"], rows)
+    print(f"   speed-up over the modelled scripts: {t_full / ours['recipe']:.1f}x; model: {per_image * 1e3:.1f} ms an "
+          f"image (add_noise) + {per_neg * 1e3:.1f} ms a negative (rot_patch + rot_mask) + 2 x matching loop "
+          f"L(n) = {np.exp(logc):.3g} n^{p:.2f} s (L({n_train:,}) = {loop(n_train):.0f} s); load now {C.load()}")
 
 
 if __name__ == "__main__":

@@ -1,21 +1,24 @@
 """Run the quick benchmarks and print every table (`make bench`).
 
-    .venv/bin/python benchmarks/run_all.py          # quick: a few minutes on 2 cores
-    .venv/bin/python benchmarks/run_all.py --full   # also the CLI stages on 40 x SIRST, 1 vs 2
-                                                    # workers, 100k-sample memory and the recipe
-                                                    # against the original scripts (~30+ min)
+    .venv/bin/python benchmarks/run_all.py          # quick: ~10 minutes on 2 cores
+    .venv/bin/python benchmarks/run_all.py --full   # also 10 x SIRST (CLI stages, 1 vs 2 workers), 100k-sample
+                                                    # memory, and every goal's "before" run (~40+ min)
+    make bench BENCH_ARGS=--full
 
 Needs the real data in $SIRST5K_DATA (default ../shared/data); scratch data goes to
 $SIRST5K_BENCH_DIR (default /tmp/sirst5k-bench, ~10 GB with --full). Every table carries the
 load average: on a shared machine, compare figures only at similar load.
 
-Benchmarks (each runs alone too, see its docstring):
+Benchmarks (each runs alone too, see its docstring; docs/speed.md has the figures):
+  cli_startup.py           `sirst5k --help` and `sirst5k COMMAND --help`: wall, CPU, what they import
+  recipe_vs_scripts.py     the SIRST recipe end to end vs the original scripts in the same run, and
+                           noise-bank on the 245 SIRST-V2 frames (--real DIR: the scripts themselves)
+  repro_time.py            `make repro` after set-up, per stage, DVC's own share, outputs vs dvc.lock
   shard_codecs.py          write/read speed and size per compression and chunking
   stage_throughput.py      transfer and negatives: task functions, and the CLI stages (1 vs 2 workers)
   worker_memory.py         a negatives worker's peak RSS for 10k and 100k samples
   loader_random_access.py  ShardDataset random access on one core
-  original_scripts.py      the original SIRST-5K scripts, re-implemented for timing
-  recipe_vs_scripts.py     the whole recipe, pipeline vs scripts (per-stage clusters, and one cluster)
+  original_scripts.py      the original SIRST-5K scripts, re-implemented for timing (--real: vs the originals)
   bank_peaks.py            bright spots in a noise bank: what --max-peak rejects (run by hand:
                            it rewrites docs/bank_peaks.png)
 
@@ -36,19 +39,27 @@ import _common as C
 
 HERE = Path(__file__).resolve().parent
 
+# "before" figures run the code of a git revision beside the working tree's (_common.code_env):
+# 2365446 is the commit issue 16's changes sit on.
+BEFORE = ["--before-rev", "2365446"]
 QUICK = [
+    ["cli_startup.py", "--repeat", "5", "--no-before"],
+    ["recipe_vs_scripts.py", "--copies", "1", "--no-before"],
+    ["repro_time.py"],
     ["shard_codecs.py", "--samples", "512", "--repeat", "2"],
     ["stage_throughput.py", "--tasks-only"],
     ["worker_memory.py", "--samples", "2000", "10000"],
     ["loader_random_access.py", "--samples", "2048", "--reads", "4000"],
-    ["original_scripts.py", "--images", "100", "200"],
 ]
 FULL = [
+    ["cli_startup.py", "--repeat", "5", *BEFORE],
+    ["recipe_vs_scripts.py", "--copies", "1", "--repeat", "2", *BEFORE],
+    ["repro_time.py", "--before", *BEFORE],
     ["shard_codecs.py"],
-    ["stage_throughput.py", "--copies", "40", "--cli-repeat", "2"],
+    ["stage_throughput.py", "--copies", "10", "--cli-repeat", "2"],
     ["worker_memory.py", "--samples", "10000", "100000"],
     ["loader_random_access.py"],
-    ["recipe_vs_scripts.py", "--copies", "10", "--script-images", "427", "854"],
+    ["recipe_vs_scripts.py", "--copies", "10", "--no-before", "--one-cluster", "--script-images", "427", "854"],
 ]
 
 

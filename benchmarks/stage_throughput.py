@@ -12,10 +12,12 @@ frames. The recipe is SIRST-5K's: m = 0.1, 32-px mirrored negatives, k = 0..3.
    cluster, one thread): steady-state samples/s of each stage's work, read + compute + write +
    fsync + sha256. "CPU" columns divide by this process's CPU time instead of wall time, which
    other users of a shared machine disturb less.
-2. The CLI stages (`sirst5k transfer` / `negatives` in a subprocess, LocalCluster of --workers
-   processes) on `--copies` x SIRST: wall time including interpreter and cluster start-up, and
-   the same minus the start-up (measured as the wall time of the stage on a one-image input);
-   each the best of `--cli-repeat` runs.
+2. The CLI stages (`sirst5k transfer` / `negatives` in a subprocess) on `--copies` x SIRST:
+   `--workers 1` in the command's own process (SIRST5K_CLUSTER=never), more workers on a
+   LocalCluster of that many processes (SIRST5K_CLUSTER=always); wall time including interpreter
+   and cluster start-up, and the same minus the start-up (measured as the wall time of the stage
+   on a one-image input); each the best of `--cli-repeat` runs. Goals: >= 5,000 samples/s
+   excluding start-up on 2 workers at 10 x SIRST, and 2 workers >= 1.8x one.
 The combined figure is (transfer + negatives samples) / (transfer + negatives seconds).
 """
 
@@ -35,8 +37,9 @@ def task_rates(repeat: int, devices: list[str]) -> list[list]:
 
     torch.set_num_threads(1)
     from sirst5k.formats import shards
+    from sirst5k.formats.bank import bank_info
     from sirst5k.stages.negatives import negatives_shard
-    from sirst5k.formats.bank import bank_info, transfer_shard
+    from sirst5k.stages.transfer import transfer_shard
 
     ingest = shards.list_shards(C.ingest_shards(1), "train")[0]
     transfer = shards.list_shards(C.transfer_shards(1), "train")[0]
@@ -59,10 +62,17 @@ def task_rates(repeat: int, devices: list[str]) -> list[list]:
                     out = run(i)
                     best_wall = min(best_wall, time.perf_counter() - w)
                     best_cpu = min(best_cpu, time.process_time() - c)
-                n = sum(r["n_samples"] for r in out)
+                n = sum(info.n_samples for info in out.shards) if hasattr(out, "shards") else \
+                    sum(info.n_samples for r in out for info in r.shards)
                 rows.append([name, dev, n, best_wall, n / best_wall, n / best_cpu, C.load()])
                 C.progress(f"task {name} on {dev}: {n / best_wall:,.0f} samples/s")
     return rows
+
+
+def where(w: int) -> tuple[str, dict]:
+    """How `w` workers run: 1 in the command's own process (what --workers 1 does), more on a
+    LocalCluster of w (SIRST5K_CLUSTER=always, so that the tiny run's start-up is the cluster's)."""
+    return ("here", {"SIRST5K_CLUSTER": "never"}) if w == 1 else ("LocalCluster", {"SIRST5K_CLUSTER": "always"})
 
 
 def cli_rates(copies: int, workers: list[int], repeat: int, device: str = "cpu") -> tuple[list[list], dict[int, float]]:
@@ -73,25 +83,28 @@ def cli_rates(copies: int, workers: list[int], repeat: int, device: str = "cpu")
     combined: dict[int, float] = {}
     with tempfile.TemporaryDirectory(dir=C.bench_dir()) as tmp:
         for w in workers:
+            place, env = where(w)
             common = ["--workers", w, "--device", device]
             best = {"start_t": float("inf"), "start_n": float("inf"), "tt": float("inf"), "tn": float("inf")}
             for _ in range(repeat):
                 for d in ("tiny-t", "tiny-n", "t", "n"):
                     shutil.rmtree(f"{tmp}/{d}", ignore_errors=True)
-                start_t, _ = C.sirst5k("transfer", tiny, "--noise-bank", bank, "--out", f"{tmp}/tiny-t", *common)
-                start_n, _ = C.sirst5k("negatives", f"{tmp}/tiny-t", "--out", f"{tmp}/tiny-n", *common)
-                tt, out_t = C.sirst5k("transfer", ingest, "--noise-bank", bank, "--out", f"{tmp}/t", *common)
-                tn, out_n = C.sirst5k("negatives", f"{tmp}/t", "--out", f"{tmp}/n", *common)
+                start_t, _ = C.sirst5k("transfer", tiny, "--noise-bank", bank, "--out", f"{tmp}/tiny-t", *common, env=env)
+                start_n, _ = C.sirst5k("negatives", f"{tmp}/tiny-t", "--out", f"{tmp}/tiny-n", *common, env=env)
+                tt, out_t = C.sirst5k("transfer", ingest, "--noise-bank", bank, "--out", f"{tmp}/t", *common, env=env)
+                tn, out_n = C.sirst5k("negatives", f"{tmp}/t", "--out", f"{tmp}/n", *common, env=env)
                 nt, nn = C.parse_count(out_t, "transfer"), C.parse_count(out_n, "negatives")
                 for key, value in (("start_t", start_t), ("start_n", start_n), ("tt", tt), ("tn", tn)):
                     best[key] = min(best[key], value)
                 C.progress(f"CLI on {device}, {w} worker(s): transfer {nt / tt:,.0f}/s, negatives {nn / tn:,.0f}/s")
             tt, tn, start_t, start_n = best["tt"], best["tn"], best["start_t"], best["start_n"]
-            rows.append(["transfer", device, w, nt, tt, nt / tt, start_t, nt / max(tt - start_t, 1e-9), C.load()])
-            rows.append(["negatives", device, w, nn, tn, nn / tn, start_n, nn / max(tn - start_n, 1e-9), C.load()])
+            rows.append(["transfer", device, f"{w} ({place})", nt, tt, nt / tt, start_t, nt / max(tt - start_t, 1e-9),
+                         C.load()])
+            rows.append(["negatives", device, f"{w} ({place})", nn, tn, nn / tn, start_n, nn / max(tn - start_n, 1e-9),
+                         C.load()])
             combined[w] = (nt + nn) / ((tt - start_t) + (tn - start_n))
-            rows.append(["transfer + negatives", device, w, nt + nn, tt + tn, (nt + nn) / (tt + tn), start_t + start_n,
-                         combined[w], C.load()])
+            rows.append(["transfer + negatives", device, f"{w} ({place})", nt + nn, tt + tn, (nt + nn) / (tt + tn),
+                         start_t + start_n, combined[w], C.load()])
     return rows, combined
 
 

@@ -56,7 +56,7 @@ def run_one(target: int, shard_size: int, input_rows: int) -> dict:
             out = Path(tmp) / f"out{tasks}"
             out.mkdir()
             res = negatives_shard(str(src), f"mem-{tasks}", str(out), tasks, params, "cpu")
-            total += sum(r["n_samples"] for r in res)
+            total += sum(info.n_samples for info in res.shards)
             tasks += 1
             shutil.rmtree(out)
             if first_peak is None:

@@ -1,13 +1,15 @@
 """`sirst5k noise-bank FRAMES --out FILE`: flat, temporally stable windows of real frames.
 
-One dask task per sequence reads its frames, selects windows with `sirst5k.method.noise_bank`
-and writes a part file; the parts are merged into one bank file. The file's layout, its writer
+One task per sequence reads its frames, selects windows with `sirst5k.method.noise_bank` and
+writes a part file (here, or on a dask cluster for big work: `sirst5k.runner.cluster.Runner`);
+the parts are merged into one bank file. The file's layout, its writer
 and its readers live in `sirst5k.formats.bank`; this module keeps the options, the plan (one
 task per sequence) and what the run reports.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 from typing import Annotated, Optional
@@ -82,6 +84,13 @@ def bank_sequence(name: str, paths: list[str], part: str, params: dict) -> dict:
     return result
 
 
+def _file_size(path) -> int:
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return 0  # a frame that cannot be read is the task's to report
+
+
 def print_table(results: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -118,7 +127,7 @@ def command(
     from sirst5k import PRODUCER
     from sirst5k.formats import bank
     from sirst5k.formats.frames import list_sequences
-    from sirst5k.runner.cluster import open_client, run_tasks
+    from sirst5k.runner.cluster import Runner
     from sirst5k.runner.outputs import check_output_file, hash_files, output_lock, task_key
 
     params = NoiseBankParams(window=window, stride=stride, max_var=max_var, min_mean=min_mean,
@@ -141,8 +150,12 @@ def command(
             tasks = [(name, [str(p) for p in paths], str(parts_dir / f"{i:05d}.h5"), task_params)
                      for i, (name, paths) in enumerate(sequences.items())]
             try:
-                with open_client(workers, scheduler, device) as client:
-                    results = run_tasks(client, bank_sequence, tasks, "noise-bank")
+                # here, or on a cluster when the sequences are many and long (Runner.run decides)
+                with contextlib.ExitStack() as stack:
+                    # sequences differ in size: the bytes of their frames weigh the estimate of the work left
+                    weights = [sum(_file_size(p) for p in paths) for paths in sequences.values()]
+                    results = Runner(stack, workers, scheduler, device).run(bank_sequence, tasks, "noise-bank",
+                                                                            weights=weights)
             except OutputError as err:
                 # a part file is scratch space the user never sees: name the bank instead
                 raise OutputError(out, err.problem) from err

@@ -1,6 +1,7 @@
 """`sirst5k publish`: the final dataset: train = originals (+ transfers) + negatives, test = originals.
 
-Reshards the inputs into `--shard-size` shards (one dask task each) in a staging folder, writes
+Reshards the inputs into `--shard-size` shards (one task each, here or on a cluster:
+`Runner.run`; the rows' stored chunks are copied, not decoded again) in a staging folder, writes
 `manifest.json` there and verifies the staged dataset; only a dataset that passed is swapped in,
 with its manifest (`manifests/<name>.json`). On any failure the previous dataset folder and
 manifest stay as they were, byte for byte.
@@ -8,6 +9,7 @@ manifest stay as they were, byte for byte.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Annotated, Optional
@@ -28,8 +30,6 @@ IN_DATASET_NAME = "manifest.json"  # sirst5k.formats.manifest.IN_DATASET_NAME
 
 def publish_shard(dst: str, pieces: list[tuple[str, int, int]], attrs: dict):
     """Copy the listed row ranges of input shards into one final shard."""
-    import numpy as np
-
     from sirst5k.formats import shards
     from sirst5k.runner.outputs import task_key
     from sirst5k.runner.tasks import TaskResult, reuse_shard
@@ -38,14 +38,10 @@ def publish_shard(dst: str, pieces: list[tuple[str, int, int]], attrs: dict):
     done = reuse_shard(dst, key)
     if done is not None:
         return done
-    imgs, msks, metas = [], [], []
-    for path, start, stop in pieces:
-        i, m, meta = shards.read_shard(path, slice(start, stop))
-        imgs.append(i)
-        msks.append(m)
-        metas.append(meta)
-    info = shards.write_shard(dst, np.concatenate(imgs), np.concatenate(msks), shards.concat_meta(metas),
-                              {**attrs, "task_key": key})
+    # the rows' stored chunks are copied as they are, not decoded and encoded again (same bytes)
+    meta = shards.concat_meta(shards.take_meta(shards.read_meta(path), slice(start, stop))
+                              for path, start, stop in pieces)
+    info = shards.copy_rows(dst, pieces, meta, {**attrs, "task_key": key})
     return TaskResult((info,), "cpu")
 
 
@@ -100,7 +96,7 @@ def command(
     """Assemble the final shards and the manifest; swap them in only once they verify."""
     from sirst5k.formats import shards
     from sirst5k.formats.manifest import MANIFEST_SCHEMA_VERSION, content_version, write_json_atomic
-    from sirst5k.runner.cluster import open_client
+    from sirst5k.runner.cluster import Runner
     from sirst5k.runner.outputs import (check_output_file, check_output_folder, input_shards, read_stage_record,
                                         staged_folder)
     from sirst5k.verify import manifest_version
@@ -133,14 +129,16 @@ def command(
     rel = os.path.relpath(out.resolve(), manifest.resolve().parent)
     staged_manifest: Path | None = None
     try:
-        # one cluster for the copy and the verification; connected before anything is created, so
-        # a scheduler that does not answer leaves no trace
-        with open_client(workers, scheduler, "cpu") as client, staged_folder(out, STAGE, sources, overwrite) as tmp:
-            doc["splits"] = _build(client, tmp, plans, splits, doc, name)
-            write_json_atomic(tmp / IN_DATASET_NAME, {**doc, "dataset_dir": "."})
-            if verify:
-                _verify_staged(client, tmp, out, manifest)
-            staged_manifest = _stage_manifest(manifest, {**doc, "dataset_dir": rel})
+        # the copy and the verification run here, or on one cluster (Runner.run decides); a given
+        # scheduler is connected before anything is created, so one that does not answer leaves no trace
+        with contextlib.ExitStack() as stack:
+            runner = Runner(stack, workers, scheduler, "cpu").connect()
+            with staged_folder(out, STAGE, sources, overwrite) as tmp:
+                doc["splits"] = _build(runner, tmp, plans, splits, doc, name)
+                write_json_atomic(tmp / IN_DATASET_NAME, {**doc, "dataset_dir": "."})
+                if verify:
+                    _verify_staged(runner, tmp, out, manifest)
+                staged_manifest = _stage_manifest(manifest, {**doc, "dataset_dir": rel})
         # the folder is in place: the manifest follows (a rename, which cannot run out of space)
         try:
             os.replace(staged_manifest, manifest)
@@ -167,7 +165,7 @@ def _check_manifest_place(manifest: Path, out: Path) -> None:
                                     "put the manifest elsewhere (e.g. manifests/NAME.json)")
 
 
-def _build(client, tmp: Path, plans: dict, splits: dict, doc: dict, name: str) -> dict:
+def _build(runner, tmp: Path, plans: dict, splits: dict, doc: dict, name: str) -> dict:
     """Write the final shards into the staging folder; the manifest's `splits`."""
     from sirst5k.formats import shards
 
@@ -176,9 +174,7 @@ def _build(client, tmp: Path, plans: dict, splits: dict, doc: dict, name: str) -
     tasks = [(str(tmp / shards.shard_name(split, i)), pieces,
               {"dataset": name, "version": doc["version"], "split": split, "shard_index": i, "n_shards": len(pl)})
              for split, pl in plans.items() for i, pieces in enumerate(pl)]
-    from sirst5k.runner.cluster import run_tasks
-
-    results = run_tasks(client, publish_shard, tasks, "publish")
+    results = runner.run(publish_shard, tasks, "publish")
     by_split: dict[str, list[dict]] = {s: [] for s in plans}
     for (_, _, attrs), r in zip(tasks, results):
         by_split[attrs["split"]].extend(info.record() for info in r.shards)
@@ -190,12 +186,11 @@ def _build(client, tmp: Path, plans: dict, splits: dict, doc: dict, name: str) -
     }
 
 
-def _verify_staged(client, tmp: Path, out: Path, manifest: Path) -> None:
+def _verify_staged(runner, tmp: Path, out: Path, manifest: Path) -> None:
     """Verify the staged dataset; on a problem, name each and refuse the swap (InputError)."""
-    from sirst5k.runner.cluster import run_tasks
     from sirst5k.verify import verify_manifest
 
-    problems = verify_manifest(tmp / IN_DATASET_NAME, map_shards=lambda fn, jobs: run_tasks(client, fn, jobs, "verify"))
+    problems = verify_manifest(tmp / IN_DATASET_NAME, map_shards=lambda fn, jobs: runner.run(fn, jobs, "verify"))
     if not problems:
         return
     for p in problems:

@@ -3,10 +3,13 @@
 A small synthetic pipeline is built once per module (through an in-process dask cluster); its
 `negatives` and `publish` outputs are the references every interrupted run must reproduce byte
 for byte. Stages that get killed run as `sirst5k` subprocesses in their own session, so one
-SIGKILL to the process group takes the dask workers down with them.
+SIRST5K_CLUSTER decides where their tasks run: `never`, in the command's own process (what small
+work does by default), or `always`, on a LocalCluster, whose workers one SIGKILL to the process
+group takes down with the command.
 
-To kill a stage at a chosen point without racing it, the workers load `FAULTS` (a dask worker
-preload): it only slows `fsync` in `pipeline.shards` (or makes it fail with ENOSPC), so a shard
+To kill a stage at a chosen point without racing it, the processes that write shards load
+`FAULTS` (as `sitecustomize` for the command's own process, as a dask worker preload for
+workers): it only slows `fsync` in `pipeline.shards` (or makes it fail with ENOSPC), so a shard
 sits fully written under its temporary name for a moment before the rename.
 """
 
@@ -168,8 +171,12 @@ def faults_file(tmp: Path) -> Path:
 
 
 def faults_env(tmp: Path, **extra: str) -> dict[str, str]:
-    """Environment for subprocesses whose dask workers load FAULTS."""
-    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__PRELOAD": json.dumps([str(faults_file(tmp))]), **extra}
+    """Environment for subprocesses that load FAULTS: the command's own process (a `sitecustomize`
+    on PYTHONPATH, for tasks run in it) and its dask workers (a preload)."""
+    faults = faults_file(tmp)
+    (tmp / "sitecustomize.py").write_text("import sirst5k_test_faults  # noqa: F401\n")
+    path = os.pathsep.join(p for p in (str(tmp), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "DASK_DISTRIBUTED__WORKER__PRELOAD": json.dumps([str(faults)]), **extra}
     env.pop("DASK_SCHEDULER_ADDRESS", None)
     return env
 
@@ -307,8 +314,10 @@ def test_shard_bytes_do_not_depend_on_other_threads(base: Path, tmp_path: Path) 
 # crash safety
 
 
+@pytest.mark.parametrize("where", ["never", "always"], ids=["in-process", "local-cluster"])
 @pytest.mark.parametrize("stage", ["negatives", "publish"])
-def test_sigkill_then_rerun_resumes_to_identical_bytes(stage: str, base: Path, scheduler: str, tmp_path: Path) -> None:
+def test_sigkill_then_rerun_resumes_to_identical_bytes(stage: str, where: str, base: Path, scheduler: str,
+                                                       tmp_path: Path) -> None:
     if stage == "negatives":
         out, ref = tmp_path / "negatives", base / "negatives"
         args = negatives_args(base / "transfer", out)
@@ -316,7 +325,7 @@ def test_sigkill_then_rerun_resumes_to_identical_bytes(stage: str, base: Path, s
         out, ref = tmp_path / "pub" / "sirst5k", base / "pub" / "sirst5k"
         args = publish_args(base, tmp_path / "pub")
     partial = partial_dir(out)
-    env = faults_env(tmp_path, SIRST5K_TEST_WRITE_DELAY=WRITE_DELAY)
+    env = faults_env(tmp_path, SIRST5K_TEST_WRITE_DELAY=WRITE_DELAY, SIRST5K_CLUSTER=where)
     log = tmp_path / "stage.log"
     reused: dict[str, tuple[int, int]] = {}
     n_done = 1
@@ -475,13 +484,21 @@ def test_manifest_under_a_regular_file_fails_before_any_work(base: Path, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"], "publish wrote a dataset it cannot describe"
 
 
-def test_disk_full_mid_stage_is_one_line_exit_2_and_leaves_nothing(base: Path, tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("where", ["never", "always"], ids=["in-process", "local-cluster"])
+def test_disk_full_mid_stage_is_one_line_exit_2_and_leaves_nothing(where: str, base: Path, tmp_path: Path,
+                                                                   monkeypatch) -> None:
     import dask
+    import importlib.util
 
     faults = faults_file(tmp_path)
     monkeypatch.setenv("SIRST5K_TEST_ENOSPC_AFTER", "3")  # three shards fit on the "disk", the fourth does not
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    monkeypatch.setenv("SIRST5K_CLUSTER", where)
     dest = tmp_path / "pub"
+    if where == "never":  # the tasks run in this process: load FAULTS here, for this test only
+        spec = importlib.util.spec_from_file_location("sirst5k_test_faults", faults)
+        monkeypatch.setattr(shards, "os", shards.os)  # restored afterwards
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
     # the in-process LocalCluster hands this config to its spawned workers
     with dask.config.set({"distributed.worker.preload": [str(faults)]}):
         result = runner.invoke(app, [str(a) for a in publish_args(base, dest)] + ["--workers", "1"])
@@ -492,7 +509,8 @@ def test_disk_full_mid_stage_is_one_line_exit_2_and_leaves_nothing(base: Path, t
     assert leftovers(tmp_path) == []
 
 
-def test_a_real_full_filesystem(base: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["never", "always"], ids=["in-process", "local-cluster"])
+def test_a_real_full_filesystem(where: str, base: Path, tmp_path: Path) -> None:
     """A 512 KiB tmpfs cannot hold the dataset (~1.7 MB). Run as a user would: the terminal shows
     one line (workers' output included), exit status 2, nothing left on the full disk."""
     tiny = tmp_path / "tiny"
@@ -503,6 +521,7 @@ def test_a_real_full_filesystem(base: Path, tmp_path: Path) -> None:
         pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}); test_disk_full_* covers ENOSPC")
     try:
         env = {k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"}
+        env["SIRST5K_CLUSTER"] = where
         # another process's cluster on port 8787 makes dask warn: not what this test checks
         env["PYTHONWARNINGS"] = "ignore:Port:UserWarning"
         run = subprocess.run([str(SIRST5K), *map(str, publish_args(base, tiny)), "--workers", "1"],

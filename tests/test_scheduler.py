@@ -150,19 +150,31 @@ class SubmitSpy:
 
 @pytest.mark.slow
 def test_external_scheduler_gives_the_local_bytes(inputs, scheduler, tmp_path, monkeypatch):
-    local, remote = tmp_path / "local", tmp_path / "remote"
-    for out, where in ((local, ["--workers", "2"]), (remote, ["--scheduler", scheduler])):
-        sirst5k("noise-bank", inputs["frames"], "--out", out / "bank.h5", *where)
-        spy = SubmitSpy(monkeypatch)
-        sirst5k("negatives", inputs["ingest"], "--out", out / "negatives", "--shard-size", 20, *where)
-        monkeypatch.undo()
-        # --device auto on workers without resource GPU: no task may ask for one (it would wait forever)
-        assert spy.resources and all(r is None for r in spy.resources)
-    assert local.joinpath("bank.h5").read_bytes() == remote.joinpath("bank.h5").read_bytes()
-    a, b = _files(local / "negatives"), _files(remote / "negatives")
-    assert len([n for n in a if n.endswith(".h5")]) >= 2
-    assert a.keys() == b.keys()
-    assert [n for n in a if a[n] != b[n]] == []
+    # here (small work runs in the command's process), on a LocalCluster, on the external scheduler
+    runs = {"here": ({"SIRST5K_CLUSTER": "never"}, ["--workers", "2"]),
+            "local": ({"SIRST5K_CLUSTER": "always"}, ["--workers", "2"]),
+            "remote": ({}, ["--scheduler", scheduler])}
+    for name, (env, where) in runs.items():
+        out = tmp_path / name
+        with monkeypatch.context() as m:
+            m.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+            for k, v in env.items():
+                m.setenv(k, v)
+            sirst5k("noise-bank", inputs["frames"], "--out", out / "bank.h5", *where)
+            spy = SubmitSpy(m)
+            sirst5k("negatives", inputs["ingest"], "--out", out / "negatives", "--shard-size", 20, *where)
+        if name == "here":
+            assert spy.resources == [], "small work went to a cluster"
+        else:
+            # --device auto on workers without resource GPU: no task may ask for one (it would wait forever)
+            assert spy.resources and all(r is None for r in spy.resources)
+    ref = tmp_path / "remote"
+    for name in ("here", "local"):
+        assert (tmp_path / name / "bank.h5").read_bytes() == (ref / "bank.h5").read_bytes()
+        a, b = _files(tmp_path / name / "negatives"), _files(ref / "negatives")
+        assert len([n for n in a if n.endswith(".h5")]) >= 2
+        assert a.keys() == b.keys()
+        assert [n for n in a if a[n] != b[n]] == [], f"{name} and the external scheduler wrote different bytes"
     # the work really ran on the external workers
     from distributed import Client
 
@@ -175,10 +187,14 @@ def test_external_scheduler_gives_the_local_bytes(inputs, scheduler, tmp_path, m
 def test_cuda_without_cuda_is_a_clear_error(inputs, scheduler, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    for where, says in ((["--workers", "1"], "no CUDA device is visible"),
-                        (["--scheduler", scheduler], "offers resource GPU")):
-        out = tmp_path / f"neg-{len(where[1])}"
-        result = runner.invoke(app, ["negatives", str(inputs["ingest"]), "--out", str(out), "--device", "cuda", *where])
+    for mode, where, says in (("auto", ["--workers", "1"], "no CUDA device is visible"),  # here
+                              ("always", ["--workers", "1"], "no CUDA device is visible"),  # a LocalCluster
+                              ("auto", ["--scheduler", scheduler], "offers resource GPU")):
+        out = tmp_path / f"neg-{mode}-{len(where[1])}"
+        with pytest.MonkeyPatch.context() as m:
+            m.setenv("SIRST5K_CLUSTER", mode)
+            result = runner.invoke(app, ["negatives", str(inputs["ingest"]), "--out", str(out), "--device", "cuda",
+                                         *where])
         assert result.exit_code == 2, result.output
         lines = [ln for ln in result.output.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: --device cuda") and says in lines[0], result.output

@@ -9,6 +9,7 @@ content (no HDF5 timestamps), so the same samples always give the same sha256.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -147,20 +148,131 @@ def write_shard(
     images, masks: uint8 [N, H, W]; meta: every field of META_FIELDS, length N; attrs: the root
     attributes (ROOT_ATTRS, `producer` filled in if missing, plus any extra such as `task_key`).
     """
-    path = Path(path)
     images = np.ascontiguousarray(images, dtype=np.uint8)
     masks = np.ascontiguousarray(masks, dtype=np.uint8)
     n = images.shape[0]
     if images.ndim != 3 or masks.shape != images.shape:
         raise ValueError(f"images {images.shape} and masks {masks.shape} must both be [N, H, W]")
+    _check_meta(meta, n)
+    codecs = dataset_codecs(compression)
+    h, w = images.shape[1:]
+
+    def fill(f: h5py.File) -> None:
+        for name, arr in (("images", images), ("masks", masks)):
+            if n:
+                f.create_dataset(name, data=arr, chunks=(1, h, w), track_times=False, **codecs[name])
+            else:
+                f.create_dataset(name, shape=(0, h, w), dtype=np.uint8, track_times=False)
+
+    return _write_atomic(Path(path), n, meta, attrs, fill)
+
+
+def copy_rows(
+    path: str | Path,
+    pieces: Iterable[tuple[str | Path, int, int]],
+    meta: Mapping[str, np.ndarray],
+    attrs: Mapping[str, object],
+) -> ShardInfo:
+    """Write one shard of the rows `pieces` = [(shard, start, stop), ...] of other shards, in that
+    order, with `meta` and `attrs`: the bytes `write_shard` writes for those rows read back.
+
+    Where a source stores /images and /masks as `write_shard` does (one chunk per image, the
+    default codecs), each row's chunk is copied as stored, neither decoded nor encoded again
+    (publish: ~4x faster than read + write). Otherwise the rows are read and written anew.
+    A source that cannot be read is an InputError naming it.
+    """
+    pieces = [(str(p), int(a), int(b)) for p, a, b in pieces]
+    if not pieces:
+        raise ValueError("copy_rows needs at least one piece")
+    n = sum(b - a for _, a, b in pieces)
+    _check_meta(meta, n)
+    with contextlib.ExitStack() as stack:
+        sources = [stack.enter_context(_open(p)) for p, _, _ in pieces]
+        shape = _stored_as_written(sources) if n else None
+        if shape is not None:
+            h, w = shape
+            codecs = dataset_codecs()
+
+            def fill(f: h5py.File) -> None:
+                for name in DATASETS:
+                    ds = f.create_dataset(name, shape=(n, h, w), dtype=np.uint8, chunks=(1, h, w),
+                                          track_times=False, **codecs[name])
+                    row = 0
+                    for (src_path, start, stop), src in zip(pieces, sources):
+                        read = src[name].id.read_direct_chunk
+                        for i in range(start, stop):
+                            try:
+                                mask, chunk = read((i, 0, 0))
+                            except (OSError, KeyError, ValueError) as err:
+                                raise InputError(src_path, f"cannot read shard: {_one_line(err)}") from None
+                            if mask:  # a filter was skipped for this chunk: not stored as written
+                                raise _NotAsWritten
+                            ds.id.write_direct_chunk((row, 0, 0), chunk, 0)
+                            row += 1
+
+            try:
+                return _write_atomic(Path(path), n, meta, attrs, fill)
+            except _NotAsWritten:
+                pass
+        images, masks = [], []
+        for (src_path, start, stop), src in zip(pieces, sources):
+            try:
+                images.append(src["images"][start:stop])
+                masks.append(src["masks"][start:stop])
+            except (OSError, KeyError, ValueError, TypeError) as err:
+                raise InputError(src_path, f"cannot read shard: {_one_line(err)}") from None
+    return write_shard(path, np.concatenate(images), np.concatenate(masks), meta, attrs)
+
+
+class _NotAsWritten(Exception):
+    """A source chunk is not stored as `write_shard` stores it: copy_rows decodes instead."""
+
+
+def _stored_as_written(sources: list[h5py.File]) -> tuple[int, int] | None:
+    """(H, W) when every source holds uint8 /images and /masks [N, H, W] of one size, chunked one
+    image a chunk with exactly the filters `write_shard` gives each; else None."""
+    size = None
+    want = _default_filters()
+    for f in sources:
+        for name in DATASETS:
+            ds = f.get(name)
+            if not isinstance(ds, h5py.Dataset) or ds.dtype != np.uint8 or ds.ndim != 3:
+                return None
+            hw = tuple(int(v) for v in ds.shape[1:])
+            if size is None:
+                size = hw
+            if hw != size or ds.chunks != (1, *hw) or _filters(ds) != want[name]:
+                return None
+    return size
+
+
+def _filters(ds: h5py.Dataset) -> tuple:
+    plist = ds.id.get_create_plist()
+    return tuple(plist.get_filter(i)[:3] for i in range(plist.get_nfilters()))
+
+
+@functools.lru_cache(maxsize=1)
+def _default_filters() -> dict[str, tuple]:
+    """The filter pipeline `write_shard` gives each dataset (read from a dataset made in memory)."""
+    with h5py.File(f"filters-{os.getpid()}.h5", "w", driver="core", backing_store=False) as f:
+        codecs = dataset_codecs()
+        return {name: _filters(f.create_dataset(name, shape=(1, 8, 8), dtype=np.uint8, chunks=(1, 8, 8),
+                                                **codecs[name])) for name in DATASETS}
+
+
+def _check_meta(meta: Mapping[str, np.ndarray], n: int) -> None:
     missing = [f for f in META_FIELDS if f not in meta]
     if missing:
         raise ValueError(f"meta lacks fields {missing}")
     bad = [f for f in META_FIELDS if len(meta[f]) != n]
     if bad:
         raise ValueError(f"meta fields {bad} do not have length {n}")
-    codecs = dataset_codecs(compression)
-    h, w = images.shape[1:]
+
+
+def _write_atomic(path: Path, n: int, meta: Mapping[str, np.ndarray], attrs: Mapping[str, object],
+                  fill) -> ShardInfo:
+    """The shard file: root attributes, then `fill(f)` (/images, /masks), then /meta; fsync, sha256,
+    rename. Any OSError is an OutputError naming `path`; nothing is left under the temporary name."""
     tmp = partial_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,12 +284,7 @@ def write_shard(
             root = {"schema_version": SCHEMA_VERSION, "producer": PRODUCER, **attrs}
             for key in sorted(root):
                 f.attrs[key] = root[key]
-            chunks = (1, h, w) if n else None
-            for name, arr in (("images", images), ("masks", masks)):
-                if n:
-                    f.create_dataset(name, data=arr, chunks=chunks, track_times=False, **codecs[name])
-                else:
-                    f.create_dataset(name, shape=(0, h, w), dtype=np.uint8, track_times=False)
+            fill(f)
             group = f.create_group("meta", track_order=False)
             for name, (dtype, _) in META_FIELDS.items():
                 values = np.asarray(meta[name])
@@ -185,6 +292,8 @@ def write_shard(
                 group.create_dataset(name, data=data, dtype=dtype, track_times=False)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        # Read back from the page cache: measured no slower than hashing an in-memory image of the
+        # file while writing it (HDF5 rewrites its headers at close, so a stream cannot be hashed).
         digest = sha256_file(tmp)
         os.replace(tmp, path)
     except OSError as err:

@@ -1,7 +1,18 @@
-"""Where stage tasks run: a dask.distributed client, a progress bar, and GPU routing.
+"""Where stage tasks run: here, or on a dask.distributed cluster; a progress bar; GPU routing.
 
-A stage builds a list of task arguments (one per shard) and calls `run_tasks`; the tasks run on
-a LocalCluster (default) or an existing scheduler (`--scheduler`, DASK_SCHEDULER_ADDRESS).
+A stage builds a list of task arguments (one per shard) and hands it to a `Runner`, which decides
+where the tasks run (`Runner.run`, the one place that decides):
+  - on an existing scheduler whenever one is given (`--scheduler`, DASK_SCHEDULER_ADDRESS);
+  - otherwise here, in this process, one after another, for as long as the work left looks
+    short; once the tasks left would take longer than CLUSTER_AFTER_S seconds here (judged, from
+    the second task on, by the time of the tasks done per unit of work, the first left out as it
+    also paid the imports), the rest go to a LocalCluster of `--workers` processes (default min(4,
+    cores)), started then and kept for the stage's later task lists. `--workers 1`
+    never starts one (one worker computes what this process computes, in the same order), and
+    neither does a machine with one core. SIRST5K_CLUSTER=always / never overrides the rule.
+A cluster costs seconds to start (processes, and each imports the stage's libraries again), so
+work at the sizes of the public datasets (a few thousand samples) runs here, and work ten times
+that size spreads over the workers. The bytes written do not depend on where a task ran.
 Workers are processes with one thread each: h5py serialises every HDF5 call of a process behind
 one lock, so threads would only queue on it.
 """
@@ -12,6 +23,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -130,12 +142,9 @@ def open_client(workers: int | None = None, scheduler: str | None = None, device
     if device != "cpu":
         import torch
 
-        if device == "cuda" and not torch.cuda.is_available():
-            raise InputError(None, "--device cuda: no CUDA device is visible on this machine "
-                                   f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); "
-                                   "use --device auto or cpu, or --scheduler with GPU workers")
+        check_cuda_here(device)
         resources = {"GPU": 1} if torch.cuda.is_available() else None
-    n = workers or min(4, os.cpu_count() or 1)
+    n = local_workers(workers)
     with contextlib.ExitStack() as stack:
         # The scheduler's HTTP endpoint tries port 8787 first; another cluster on this machine
         # only moves it elsewhere, which is no news for a batch stage.
@@ -163,6 +172,173 @@ def open_client(workers: int | None = None, scheduler: str | None = None, device
         )
         client = stack.enter_context(Client(cluster))
         yield client
+
+
+def local_workers(workers: int | None) -> int:
+    """Worker processes of a LocalCluster: `--workers`, else min(4, cores)."""
+    return workers or min(4, os.cpu_count() or 1)
+
+
+def check_cuda_here(device: str) -> None:
+    """`--device cuda` with no CUDA device visible to this process: InputError, one line, before any work."""
+    if device != "cuda":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise InputError(None, "--device cuda: no CUDA device is visible on this machine "
+                               f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); "
+                               "use --device auto or cpu, or --scheduler with GPU workers")
+
+
+#: Where tasks run when no scheduler is given: auto (the rule of `Runner.run`), always (a
+#: LocalCluster for every task list), never (here, one task after another).
+CLUSTER_ENV = "SIRST5K_CLUSTER"
+CLUSTER_MODES = ("auto", "always", "never")
+#: auto: the tasks left move to a LocalCluster once they would take longer than this here. A
+#: 2-worker LocalCluster costs ~3-5 s to start on a 2-core machine (its workers import numpy,
+#: h5py and torch again) and halves the rest at best, so it pays from ~10 s of work on; 15
+#: leaves room for the estimate's error.
+CLUSTER_AFTER_S = 15.0
+#: auto decides from this many finished tasks on: the first task also pays the imports of the
+#: stage's libraries (torch: 1-3 s), so it says little about the others.
+SPILL_AFTER_TASKS = 2
+
+
+def seconds_left(seconds: Sequence[float], weights: Sequence[float]) -> float:
+    """Seconds the tasks not yet run would take here, from the finished ones' times: their rate
+    per unit of weight (the first task left out when there are others: it also paid the imports)
+    times the weight left. `weights`: one per task, finished ones first; all 1 for tasks of one
+    size, else e.g. the bytes a task reads."""
+    done = len(seconds)
+    first = 1 if done > 1 else 0
+    work = sum(weights[first:done])
+    rate = sum(seconds[first:]) / work if work > 0 else sum(seconds[first:]) / max(1, done - first)
+    return rate * sum(weights[done:]) if work > 0 else rate * (len(weights) - done)
+
+
+def cluster_mode() -> str:
+    """SIRST5K_CLUSTER (auto when unset); an unknown value is an InputError, one line."""
+    mode = os.environ.get(CLUSTER_ENV, "").strip().lower() or "auto"
+    if mode not in CLUSTER_MODES:
+        raise InputError(None, f"{CLUSTER_ENV}={os.environ[CLUSTER_ENV]!r}: use {', '.join(CLUSTER_MODES)}")
+    return mode
+
+
+class Runner:
+    """Where one command's task lists run: here, or on a dask cluster opened once, when first needed.
+
+    `run` decides (see the module's docstring): a given scheduler takes every task; otherwise the
+    tasks run here while the rest looks short, and move to a LocalCluster of `workers` processes
+    once it does not. Once a cluster is open, every later task list of the command runs on it.
+    The cluster is closed with `stack` (the command's ExitStack).
+
+    where: "here" / "cluster" for each task of the last `run`, in task order (for tests and
+    benchmarks).
+    """
+
+    def __init__(self, stack: contextlib.ExitStack, workers: int | None = None, scheduler: str | None = None,
+                 device: str = "auto"):
+        self._stack = stack
+        self.workers, self.device = workers, device
+        self.scheduler = scheduler or os.environ.get(SCHEDULER_ENV) or None
+        self.mode = cluster_mode()
+        self._client = None
+        self._checked = False
+        self.where: list[str] = []
+
+    @property
+    def client(self):
+        """The cluster's client, opened on first use (a scheduler's, or a fresh LocalCluster's)."""
+        if self._client is None:
+            self._client = self._stack.enter_context(open_client(self.workers, self.scheduler, self.device))
+        return self._client
+
+    def connect(self) -> "Runner":
+        """Connect now when a scheduler is given, so that one that does not answer fails before any work."""
+        if self.scheduler:
+            self.client  # noqa: B018 - opens it
+        return self
+
+    def _cluster_only(self) -> bool:
+        return bool(self.scheduler) or self.mode == "always"
+
+    def _may_spill(self) -> bool:
+        return self.mode == "auto" and not self.scheduler and local_workers(self.workers) > 1
+
+    def run(self, fn: Callable[..., Any], tasks: Sequence[tuple], label: str, *, gpu: bool = False,
+            weights: Sequence[float] | None = None) -> list[Any]:
+        """fn(*args) for every args in `tasks`; results in task order. The first failing task (in
+        task order) raises its InputError/OutputError, as `run_tasks` raises it.
+
+        gpu: the tasks may use a GPU: on a cluster they ask for resource GPU where a worker offers it.
+        weights: how much work each task is, relatively (e.g. bytes it reads), when tasks differ
+        in size; the estimate of the work left uses them (default: all alike).
+        """
+        tasks = list(tasks)
+        weights = [1.0] * len(tasks) if weights is None else [float(w) for w in weights]
+        if len(weights) != len(tasks):
+            raise ValueError(f"{len(weights)} weights for {len(tasks)} tasks")
+        if not tasks:
+            self.where = []
+            return []
+        if self._client is not None or self._cluster_only():
+            self.where = ["cluster"] * len(tasks)
+            return run_tasks(self.client, fn, tasks, label, gpu=gpu)
+        if not self._checked:
+            check_cuda_here(self.device)
+            self._checked = True
+        results: list[Any] = []
+        spill = self._may_spill()
+        seconds: list[float] = []
+        with worker_threads(), progress_bar(label, len(tasks)) as advance:
+            for i, args in enumerate(tasks):
+                start = time.perf_counter()
+                results.append(fn(*args))
+                seconds.append(time.perf_counter() - start)
+                advance()
+                left = len(tasks) - i - 1
+                if spill and left and len(seconds) >= SPILL_AFTER_TASKS and \
+                        seconds_left(seconds, weights) > CLUSTER_AFTER_S:
+                    break
+        self.where = ["here"] * len(results)
+        if len(results) < len(tasks):
+            rest = tasks[len(results):]
+            results += run_tasks(self.client, fn, rest, f"{label} ({local_workers(self.workers)} workers)", gpu=gpu)
+            self.where += ["cluster"] * len(rest)
+        return results
+
+
+@contextlib.contextmanager
+def worker_threads() -> Iterator[None]:
+    """Tasks that run here run as in a worker: one BLAS/OpenMP/torch thread (WORKER_ENV).
+
+    Measured on a busy 2-core machine: transfer in one process runs 1.6x slower with torch's
+    default two threads than with one. The caller's settings come back afterwards (a torch
+    imported by the tasks gets the thread count its environment would have given it).
+    """
+    saved_env = {k: os.environ.get(k) for k in WORKER_ENV}
+    torch = sys.modules.get("torch")
+    saved = torch.get_num_threads() if torch is not None else None
+    os.environ.update(WORKER_ENV)
+    if torch is not None:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            if saved is None:
+                try:
+                    saved = int(saved_env["OMP_NUM_THREADS"] or 0)
+                except ValueError:
+                    saved = 0
+            torch.set_num_threads(saved if saved > 0 else max(1, os.cpu_count() or 1))
 
 
 def cluster_has_gpu(client) -> bool:

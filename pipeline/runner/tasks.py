@@ -5,8 +5,9 @@ shard already carries that key (a rerun after a crash), else read, compute, writ
 the record of what it wrote. Only records travel back to the client, never arrays.
 
 A stage command is: check the options, stage its output folder (`staged_folder`: temporary
-name, lock, ownership checks), plan one task per shard, run the tasks (`StageRun.run`), write
-`stage.json` and swap the folder into place.
+name, lock, ownership checks), plan one task per shard, run the tasks (`StageRun.run`: here, or
+on a cluster when the work is big or a scheduler is given), write `stage.json` and swap the
+folder into place.
 """
 
 from __future__ import annotations
@@ -68,21 +69,20 @@ def computed_on(results: Sequence[TaskResult]) -> str:
 
 
 class StageRun:
-    """One run of a shard stage: its staging folder, and one cluster opened on first use."""
+    """One run of a shard stage: its staging folder, and where its tasks run (`run`)."""
 
     def __init__(self, folder: Path, stack: contextlib.ExitStack, workers: int | None, scheduler: str | None,
                  device: str):
+        from sirst5k.runner.cluster import Runner
+
         self.folder = folder
-        self._stack, self._workers, self._scheduler, self._device = stack, workers, scheduler, device
-        self._client = None
+        self._device = device
+        self.runner = Runner(stack, workers, scheduler, device)
 
     @property
     def client(self):
-        if self._client is None:
-            from sirst5k.runner.cluster import open_client
-
-            self._client = self._stack.enter_context(open_client(self._workers, self._scheduler, self._device))
-        return self._client
+        """The dask client of this run's cluster (opened now if no task list opened one)."""
+        return self.runner.client
 
     def keep_only(self, names: Iterable[str]) -> None:
         """Drop crash leftovers and shards of an earlier, different plan from the staging folder."""
@@ -91,12 +91,14 @@ class StageRun:
         shards.remove_stale(self.folder, names)
 
     def run(self, fn: Callable[..., Any], tasks: Sequence[tuple], label: str, *, gpu: bool = False) -> list[Any]:
-        """fn(*args) for every args in `tasks` on this run's cluster; results in task order."""
-        from sirst5k.runner.cluster import run_tasks
+        """fn(*args) for every args in `tasks`; results in task order.
 
-        if not tasks:
-            return []
-        return run_tasks(self.client, fn, tasks, label, gpu=gpu and self._device != "cpu")
+        Where they run is decided here, by the size of the work (`sirst5k.runner.cluster.Runner.run`):
+        a given scheduler takes them all; otherwise they run in this process while the work left
+        looks short, and the rest moves to a LocalCluster of at most `--workers` processes once it
+        does not. The bytes they write are the same either way.
+        """
+        return self.runner.run(fn, tasks, label, gpu=gpu and self._device != "cpu")
 
     def record(self, stage: str, params: Mapping[str, Any], inputs: Mapping[str, Any],
                records: list[dict[str, Any]]) -> None:
@@ -108,12 +110,13 @@ def shard_stage(out: Path, stage: str, inputs: Sequence[Path] = (), *, workers: 
                 scheduler: str | None = None, device: str = "cpu", overwrite: bool = False) -> Iterator[StageRun]:
     """Stage `out` for `stage` (refusing what it must not replace), yield the run, then swap it in.
 
-    The cluster (if any task ran) is closed before the swap, so a stage's output appears only
+    The cluster (if one was opened) is closed before the swap, so a stage's output appears only
     once every task has finished.
     """
-    if scheduler:  # a malformed address is one line before anything is created
-        from sirst5k.runner.cluster import check_scheduler_address
+    from sirst5k.runner.cluster import check_scheduler_address, cluster_mode
 
+    cluster_mode()  # a bad SIRST5K_CLUSTER, and a malformed address, are one line before anything is created
+    if scheduler:
         check_scheduler_address(scheduler)
     with staged_folder(out, stage=stage, inputs=inputs, overwrite=overwrite) as tmp:
         with contextlib.ExitStack() as stack:

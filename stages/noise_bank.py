@@ -32,7 +32,7 @@ def bank_sequence(name: str, paths: list[str], part: str, params: dict) -> dict:
     from sirst5k.formats import bank
     from sirst5k.formats.imageio import read_grey
     from sirst5k.formats.frames import sequence_shape
-    from sirst5k.method.noise_bank import extract_patches, select_windows, window_max, window_stats
+    from sirst5k.method.noise_bank import extract_patches, select_windows, window_max, window_min, window_stats
 
     images, readable, skipped = [], [], []
     for p in paths:
@@ -74,12 +74,19 @@ def bank_sequence(name: str, paths: list[str], part: str, params: dict) -> dict:
     var, mean = window_stats(stack, w, stride)
     max_peak = params.get("max_peak", 0)
     peak = window_max(stack, w, stride) - mean if max_peak else None
+    max_dip = params.get("max_dip", 0)
+    dip = mean - window_min(stack, w, stride) if max_dip else None
     kept = select_windows(var, mean, max_var=params["max_var"], min_mean=params["min_mean"],
                           max_seq_var=params["max_seq_var"], max_seq_mean=params["max_seq_mean"],
-                          temporal=temporal, peak=peak, max_peak=max_peak)
+                          temporal=temporal, peak=peak, max_peak=max_peak, dip=dip, max_dip=max_dip)
     length = temporal or len(frames)
     patches = extract_patches(stack, kept, w, stride, length)
-    rows = bank.write_part(part, patches, kept, var, mean, [Path(p).name for p in used], stride)
+    model = None
+    if params.get("model") and len(kept):
+        from sirst5k.method.noise_model import fit_sequence
+
+        model = fit_sequence(patches, stack)
+    rows = bank.write_part(part, patches, kept, var, mean, [Path(p).name for p in used], stride, model=model)
     result.update(kept=len(kept), rows=rows)
     return result
 
@@ -118,6 +125,14 @@ def command(
     temporal: Annotated[int, typer.Option(help=P.help("temporal"))] = P.temporal,
     max_peak: Annotated[float, typer.Option(help=P.help("max_peak"))] = P.max_peak,
     skip_bad: Annotated[bool, typer.Option("--skip-bad/--no-skip-bad", help=P.help("skip_bad"))] = P.skip_bad,
+    max_dip: Annotated[float, typer.Option(help=P.help("max_dip"))] = P.max_dip,
+    scene_corr: Annotated[float, typer.Option(help=P.help("scene_corr"))] = P.scene_corr,
+    model: Annotated[bool, typer.Option("--model/--no-model", help=P.help("model"))] = P.model,
+    test_set: Annotated[Optional[Path], typer.Option(
+        "--test-set", help="The labelled set's test split (a shard folder such as output/ingest, an image folder or "
+                           "an image): a frame that is one of its images is an error.")] = None,
+    allow_overlap: Annotated[bool, typer.Option("--allow-overlap/--no-allow-overlap",
+                                                help=P.help("allow_overlap"))] = P.allow_overlap,
     workers: Workers = None,
     scheduler: Scheduler = None,
     device: Device = "auto",
@@ -132,11 +147,22 @@ def command(
 
     params = NoiseBankParams(window=window, stride=stride, max_var=max_var, min_mean=min_mean,
                              max_seq_var=max_seq_var, max_seq_mean=max_seq_mean, temporal=temporal,
-                             max_peak=max_peak, skip_bad=skip_bad)
+                             max_peak=max_peak, skip_bad=skip_bad, max_dip=max_dip, scene_corr=scene_corr,
+                             model=model, allow_overlap=allow_overlap)
     version = params.version_dict()
     out = Path(out)
     check_output_file(out, STAGE, [frames], overwrite)
     sequences = list_sequences(frames)
+    if params.scene_corr:
+        from sirst5k.formats.frames import split_scene_runs
+
+        sequences = split_scene_runs(sequences, params.scene_corr, skip_bad=params.skip_bad)
+    if test_set is not None:
+        from sirst5k.formats.frames import check_test_overlap, evaluation_images
+
+        for line in check_test_overlap([p for ps in sequences.values() for p in ps], evaluation_images(test_set),
+                                       allow=params.allow_overlap, skip_bad=params.skip_bad):
+            warn(line)
     parts_dir = out.parent / f".{out.name}.parts"
     with output_lock(out):
         try:
@@ -146,7 +172,8 @@ def command(
         try:
             # the tasks read the full params (max_peak and skip_bad decide what they do, also at
             # their defaults); the bank's attributes and version hold `version` alone
-            task_params = {**version, "max_peak": params.max_peak, "skip_bad": params.skip_bad}
+            task_params = {**version, "max_peak": params.max_peak, "skip_bad": params.skip_bad,
+                           "max_dip": params.max_dip, "model": params.model}
             tasks = [(name, [str(p) for p in paths], str(parts_dir / f"{i:05d}.h5"), task_params)
                      for i, (name, paths) in enumerate(sequences.items())]
             try:

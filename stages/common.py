@@ -14,7 +14,7 @@ from sirst5k.errors import InputError, OutputError
 from sirst5k.params import ParamError
 
 Workers = Annotated[
-    Optional[int], typer.Option("--workers", min=1, help="Local worker processes (default: min(4, cores)).")
+    Optional[int], typer.Option("--workers", min=1, help="Most local worker processes (default: min(4, cores)); small work runs in this process, 1 never starts a cluster (SIRST5K_CLUSTER=always|never overrides).")
 ]
 Scheduler = Annotated[
     Optional[str],

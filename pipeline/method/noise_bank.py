@@ -97,16 +97,7 @@ def window_max(frames: np.ndarray, window: int, stride: int) -> np.ndarray:
     With `mean` from `window_stats`, `window_max(...) - mean` is each box's peak above its
     mean, the statistic of `select_windows(max_peak=...)`.
     """
-    x = np.asarray(frames)
-    if x.ndim != 3:
-        raise ValueError(f"frames must be [T, H, W], got shape {x.shape}")
-    t, h, w = x.shape
-    gy, gx = grid_shape(h, w, window, stride)
-    out = np.empty((t, gy, gx), np.float64)
-    if t and gy and gx:
-        boxes = np.lib.stride_tricks.sliding_window_view(x, (window, window), axis=(1, 2))[:, ::stride, ::stride]
-        out[...] = boxes[:, :gy, :gx].max(axis=(-2, -1))
-    return out
+    return _window_reduce(frames, window, stride, np.max)
 
 
 def window_min(frames: np.ndarray, window: int, stride: int) -> np.ndarray:
@@ -115,6 +106,11 @@ def window_min(frames: np.ndarray, window: int, stride: int) -> np.ndarray:
     `mean - window_min(...)` is each box's dip below its mean, the statistic of
     `select_windows(max_dip=...)`.
     """
+    return _window_reduce(frames, window, stride, np.min)
+
+
+def _window_reduce(frames: np.ndarray, window: int, stride: int, reduce) -> np.ndarray:
+    """`reduce` (np.max or np.min) over every window on the grid, per frame: `[T, gy, gx]` float64."""
     x = np.asarray(frames)
     if x.ndim != 3:
         raise ValueError(f"frames must be [T, H, W], got shape {x.shape}")
@@ -123,7 +119,7 @@ def window_min(frames: np.ndarray, window: int, stride: int) -> np.ndarray:
     out = np.empty((t, gy, gx), np.float64)
     if t and gy and gx:
         boxes = np.lib.stride_tricks.sliding_window_view(x, (window, window), axis=(1, 2))[:, ::stride, ::stride]
-        out[...] = boxes[:, :gy, :gx].min(axis=(-2, -1))
+        out[...] = reduce(boxes[:, :gy, :gx], axis=(-2, -1))
     return out
 
 

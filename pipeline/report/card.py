@@ -206,7 +206,7 @@ _FORMAT_AND_LOADING = [
     "",
     "```python",
     "from torch.utils.data import DataLoader",
-    "from pipeline.loader import ShardDataset",
+    "from sirst5k.loader import ShardDataset",
     "",
     'train = ShardDataset("path/to/dataset", split="train", channels=3)  # or the manifest file',
     "image, mask = train[0]  # float32 [3, H, W] in [0, 1], float32 [1, H, W] in {0, 1}",

@@ -177,20 +177,16 @@ def select_windows(
         return np.empty((0, 3), dtype=np.int64)
 
     frame_ok = (var < max_var) & (mean > min_mean)
-    if max_peak > 0:
-        if peak is None:
-            raise ValueError("max_peak needs the boxes' peaks (window_max - mean)")
-        peak = np.asarray(peak, dtype=np.float64)
-        if peak.shape != var.shape:
-            raise ValueError(f"peak must be {var.shape} like var, got {peak.shape}")
-        frame_ok &= peak < max_peak
-    if max_dip > 0:
-        if dip is None:
-            raise ValueError("max_dip needs the boxes' dips (mean - window_min)")
-        dip = np.asarray(dip, dtype=np.float64)
-        if dip.shape != var.shape:
-            raise ValueError(f"dip must be {var.shape} like var, got {dip.shape}")
-        frame_ok &= dip < max_dip
+    # bright spots (peak above the box's mean) and dark ones (dip below it), each when asked for
+    for name, spot, limit, how in (("peak", peak, max_peak, "window_max - mean"),
+                                   ("dip", dip, max_dip, "mean - window_min")):
+        if limit > 0:
+            if spot is None:
+                raise ValueError(f"max_{name} needs the boxes' {name}s ({how})")
+            spot = np.asarray(spot, dtype=np.float64)
+            if spot.shape != var.shape:
+                raise ValueError(f"{name} must be {var.shape} like var, got {spot.shape}")
+            frame_ok &= spot < limit
     # Count failing frames in each temporal window with a cumulative sum over time.
     bad = np.concatenate([np.zeros((1,) + var.shape[1:], np.int64), np.cumsum(~frame_ok, axis=0)])
     all_ok = (bad[length:] - bad[:-length]) == 0

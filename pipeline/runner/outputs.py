@@ -592,15 +592,13 @@ def _sha256_many(paths: Sequence[Path]) -> list[str]:
     """sha256 of each file, a few at a time (hashlib and file reads release the GIL)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from sirst5k.formats.shards import sha256_file
+
     def one(p: Path) -> str:
-        digest = hashlib.sha256()
         try:
-            with open(p, "rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    digest.update(chunk)
+            return sha256_file(p)
         except OSError as err:
             raise InputError(p, f"cannot read shard: {err.strerror or err}") from err
-        return digest.hexdigest()
 
     if len(paths) < 2:
         return [one(p) for p in paths]

@@ -1,5 +1,8 @@
 """Where a dataset's shards are: a manifest, a dataset folder holding one, or a bare shard folder.
 
+Manifests of schema 1 and 2 are read (`formats.manifest.load_manifest` refuses others); the shards
+of one split may differ in image size (schema 2), each shard one size (`Source.shapes`).
+
 Kept apart from the torch loader so that the stages that only read shards (report, export)
 and their workers do not import torch.
 """
@@ -30,6 +33,8 @@ class Source:
     checksums: dict[str, str] = field(default_factory=dict)
     # where the checksums come from (a manifest or stage.json), None when nothing records them
     checksums_from: Path | None = None
+    # shard path -> (H, W) where the record gives it (schema 2: every shard; else read the header)
+    shapes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def shards(self, split: str) -> list[tuple[str, int]]:
         if split not in self.splits:
@@ -62,7 +67,10 @@ def open_source(path: str | Path) -> Source:
             raise InputError(manifest_path, f"malformed splits in the manifest ({type(err).__name__}: {err})") from None
         checksums = {s["path"]: s["sha256"] for shard_list in entries.values() for s in shard_list
                      if isinstance(s.get("sha256"), str)}
-        return Source(dataset_dir(manifest_path, manifest), manifest_path, manifest, splits, checksums, manifest_path)
+        shapes = {s["path"]: shape for shard_list in entries.values() for s in shard_list
+                  if (shape := _shape(s.get("shape"))) is not None}
+        return Source(dataset_dir(manifest_path, manifest), manifest_path, manifest, splits, checksums, manifest_path,
+                      shapes)
     found: dict[str, list[tuple[str, int]]] = {}
     for p in list_shards(path):
         # `<split>-<index>.h5`, and negatives' parts `<split>-<index>-<part>.h5`
@@ -70,22 +78,34 @@ def open_source(path: str | Path) -> Source:
         found.setdefault(split, []).append((str(p), n_samples(p)))
     if not found:
         raise InputError(path, f"no manifest.json and no *{SHARD_SUFFIX} shards")
-    by_name, record = _recorded_checksums(path)
+    by_name, record, shape_by_name = _recorded_checksums(path)
     checksums = {p: by_name[Path(p).name] for shard_list in found.values() for p, _ in shard_list
                  if Path(p).name in by_name}
-    return Source(path.resolve(), None, None, {s: found[s] for s in _ordered(found)}, checksums, record)
+    shapes = {p: shape_by_name[Path(p).name] for shard_list in found.values() for p, _ in shard_list
+              if Path(p).name in shape_by_name}
+    return Source(path.resolve(), None, None, {s: found[s] for s in _ordered(found)}, checksums, record, shapes)
 
 
-def _recorded_checksums(folder: Path) -> tuple[dict[str, str], Path | None]:
-    """A stage's shard folder records each shard's sha256 in its stage.json: {file name: sha256}."""
+def _recorded_checksums(folder: Path) -> tuple[dict[str, str], Path | None, dict[str, tuple[int, int]]]:
+    """A stage's shard folder records each shard's sha256 in its stage.json: {file name: sha256};
+    and, where the record gives them (several sizes), {file name: (H, W)}."""
     from sirst5k.runner.outputs import STAGE_RECORD, read_stage_record
 
     record = read_stage_record(folder)
     if not isinstance(record, dict) or not isinstance(record.get("shards"), list):
-        return {}, None
-    sums = {s["path"]: s["sha256"] for s in record["shards"]
-            if isinstance(s, dict) and isinstance(s.get("path"), str) and isinstance(s.get("sha256"), str)}
-    return sums, folder / STAGE_RECORD
+        return {}, None, {}
+    entries = [s for s in record["shards"] if isinstance(s, dict) and isinstance(s.get("path"), str)]
+    sums = {s["path"]: s["sha256"] for s in entries if isinstance(s.get("sha256"), str)}
+    shapes = {s["path"]: shape for s in entries if (shape := _shape(s.get("shape"))) is not None}
+    return sums, folder / STAGE_RECORD, shapes
+
+
+def _shape(value) -> tuple[int, int] | None:
+    """A record's `shape` [H, W] as a tuple; None when absent or not two positive ints."""
+    if isinstance(value, (list, tuple)) and len(value) == 2 and \
+            all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        return int(value[0]), int(value[1])
+    return None
 
 
 def _ordered(splits) -> list[str]:

@@ -3,6 +3,15 @@
 Every problem is one line that starts with the file it is about (the manifest or a shard);
 a malformed manifest or shard is a problem to report, never a traceback.
 
+Difficulty tags (`/targets` and the per-sample DIFFICULTY_FIELDS): where a shard has them they
+must be complete and consistent: the table's targets and areas are the masks' 8-connected
+components (with `labels`), and the per-sample fields are its summary. Contrast and SCR are not
+recomputed (that costs a ring dilation per target). Shards written before the tags pass without.
+
+Image sizes: a schema-1 dataset holds one image size; a schema-2 one (`ingest --size native`) may
+hold several, each shard one, and lists each shard's `shape` [H, W] (checked against the file)
+and each split's `sizes` {"HxW": n} (checked against its shards).
+
 `verify_dataset(..., leakage=True)` also looks for train/test leakage (`method.duplicates`: exact
 and near-duplicate images across the splits, sequences in both): warnings with counts and the
 pairs, not problems, since real sets have them (SIRST v1 does).
@@ -19,10 +28,11 @@ import h5py
 import numpy as np
 
 from sirst5k.errors import InputError
-from sirst5k.formats.manifest import content_version, dataset_dir, load_manifest
-from sirst5k.method import duplicates
+from sirst5k.formats.manifest import MIXED_SIZES_SCHEMA, content_version, dataset_dir, load_manifest, size_counts, size_key
+from sirst5k.method import difficulty, duplicates
 from sirst5k.method.targets import batch_target_table
-from sirst5k.formats.shards import KINDS, META_FIELDS, ROOT_ATTRS, SCHEMA_VERSION, SHARD_SUFFIX, sha256_file
+from sirst5k.formats.shards import (DIFFICULTY_FIELDS, KINDS, META_FIELDS, PADDING_FIELDS, ROOT_ATTRS, SHARD_SUFFIX,
+                                    TARGET_COLUMNS, TARGETS_GROUP, sha256_file)
 
 BLOCK = 256  # images read at a time: bounded memory for any shard size
 SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -85,14 +95,16 @@ def verify_dataset(path: str | Path, labels: bool = True, map_shards: MapShards 
         problems.append(f"{path}: cannot hash inputs/params for the version: {err}")
     root = dataset_dir(path, manifest)
     # each job carries only the manifest fields a shard's attributes must match, not every shard's entry
-    header = {k: manifest[k] for k in ("name", "version", "producer")}
+    header = {k: manifest[k] for k in ("name", "version", "producer", "schema_version")}
     near = {split: duplicates.near_kind(entry["kinds"]) for split, entry in manifest["splits"].items()}
     jobs = [(str(root / s["path"]), s, header, split, i, len(entry["shards"]), labels, leakage, near[split])
             for split, entry in sorted(manifest["splits"].items()) for i, s in enumerate(entry["shards"])]
     reports = map_shards(check_shard, jobs) if map_shards else (check_shard(*job) for job in jobs)
     seen_ids: set[str] = set()
     listed: set[Path] = set()
-    first: tuple[tuple, Path] | None = None  # the first shard's image size
+    mixed_ok = manifest["schema_version"] == MIXED_SIZES_SCHEMA
+    sizes_seen: dict[tuple, Path] = {}  # image size -> the first shard of that size
+    split_sizes: dict[str, list] = {split: [] for split in manifest["splits"]}
     kinds = {split: {k: 0 for k in KINDS} for split in manifest["splits"]}
     totals = {split: 0 for split in manifest["splits"]}
     prints: dict[str, list[dict]] = {split: [] for split in manifest["splits"]}
@@ -111,12 +123,19 @@ def verify_dataset(path: str | Path, labels: bool = True, map_shards: MapShards 
             problems.append(f"{shard}: duplicate sample ids, e.g. {sorted(dup)[:3]}")
         seen_ids.update(report.ids)
         if report.size is not None:
-            if first is None:
-                first = (report.size, shard)
-            elif report.size != first[0]:
-                problems.append(f"{shard}: images are {report.size[0]}x{report.size[1]}, {first[1].name} has "
-                                f"{first[0][0]}x{first[0][1]}")
+            sizes_seen.setdefault(report.size, shard)
+            split_sizes[split].append((report.size, s["n_samples"]))
         totals[split] += s["n_samples"]
+    if len(sizes_seen) > 1 and not mixed_ok:
+        (a, first), (b, other) = list(sizes_seen.items())[:2]
+        problems.append(f"{path}: schema_version {manifest['schema_version']} holds one image size, but its shards "
+                        f"hold {len(sizes_seen)} (e.g. {first.name} {size_key(a)}, {other.name} {size_key(b)}, HxW); "
+                        f"datasets of several sizes are schema {MIXED_SIZES_SCHEMA}")
+    if mixed_ok:
+        for split, entry in sorted(manifest["splits"].items()):
+            found_sizes = size_counts(split_sizes[split])
+            if entry.get("sizes") != found_sizes:
+                problems.append(f"{path}: split {split} sizes {entry.get('sizes')!r} but its shards hold {found_sizes}")
     for split, entry in sorted(manifest["splits"].items()):
         if totals[split] != entry["n_samples"]:
             problems.append(f"{path}: split {split} lists n_samples {entry['n_samples']} but its shards hold "
@@ -181,6 +200,10 @@ def _check_structure(path: Path, manifest: dict[str, Any]) -> list[str]:
                 problems.append(f"{where}: shard {rel!r} sha256 {s.get('sha256')!r} is not a sha256 hex digest")
             if not _count(s.get("n_samples")):
                 problems.append(f"{where}: shard {rel!r} n_samples {s.get('n_samples')!r} is not a count")
+            shape = s.get("shape")
+            if manifest["schema_version"] == MIXED_SIZES_SCHEMA or shape is not None:
+                if not (isinstance(shape, list) and len(shape) == 2 and all(_count(v) and v > 0 for v in shape)):
+                    problems.append(f"{where}: shard {rel!r} shape {shape!r} is not [height, width]")
     return problems
 
 
@@ -273,7 +296,7 @@ def _check_contents(f: h5py.File, shard: Path, entry: dict, manifest: dict, spli
     missing = [a for a in ROOT_ATTRS if a not in attrs]
     if missing:
         problems.append(f"{shard}: root attributes missing: {', '.join(missing)}")
-    expect = {"schema_version": SCHEMA_VERSION, "dataset": manifest["name"], "version": manifest["version"],
+    expect = {"schema_version": manifest["schema_version"], "dataset": manifest["name"], "version": manifest["version"],
               "split": split, "shard_index": index, "n_shards": n_shards, "producer": manifest["producer"]}
     for k, v in expect.items():
         if k in attrs and attrs[k] != v:
@@ -291,6 +314,9 @@ def _check_contents(f: h5py.File, shard: Path, entry: dict, manifest: dict, spli
         return
     size = images.shape[1:]
     report.size = (int(size[0]), int(size[1]))
+    if "shape" in entry and list(report.size) != list(entry["shape"]):
+        problems.append(f"{shard}: images are {size_key(report.size)} (HxW), the manifest says "
+                        f"{size_key(entry['shape'])}")
     for name, ds in (("images", images), ("masks", masks)):
         if n and ds.chunks != (1, *size):
             problems.append(f"{shard}: /{name} chunks {ds.chunks}, the schema says one image a chunk {(1, *size)}")
@@ -299,6 +325,10 @@ def _check_contents(f: h5py.File, shard: Path, entry: dict, manifest: dict, spli
     meta = {}
     for name, (dtype, _) in META_FIELDS.items():
         ds = f.get(f"meta/{name}")
+        if ds is None and name in DIFFICULTY_FIELDS and TARGETS_GROUP not in f:
+            continue  # written before the difficulty tags
+        if ds is None and name in PADDING_FIELDS:
+            continue  # written only where some sample is padded (--keep-aspect)
         if not isinstance(ds, h5py.Dataset):
             problems.append(f"{shard}: no /meta/{name}")
             continue
@@ -321,11 +351,56 @@ def _check_contents(f: h5py.File, shard: Path, entry: dict, manifest: dict, spli
         if len(set(report.ids)) != n:
             unique, counts = np.unique(ids, return_counts=True)
             problems.append(f"{shard}: duplicate sample ids, e.g. {sorted(unique[counts > 1])[:3]}")
-    problems += _check_labels(shard, masks, meta, ids, labels)
+    areas: list[np.ndarray] = []
+    problems += _check_labels(shard, masks, meta, ids, labels, areas)
+    problems += _check_difficulty(f, shard, meta, n, np.concatenate(areas) if labels and areas else None)
 
 
-def _check_labels(shard: Path, masks: h5py.Dataset, meta: dict, ids: np.ndarray, labels: bool) -> list[str]:
-    """Mask values, and the label checks the producing stages recorded (areas, target counts)."""
+def _check_difficulty(f: h5py.File, shard: Path, meta: dict, n: int, areas: np.ndarray | None) -> list[str]:
+    """The stored difficulty tags are whole and agree with the masks' targets (`areas`: every
+    target's area, image by image in label order; None: not labelled) and with the meta fields."""
+    group = f.get(TARGETS_GROUP)
+    if group is None:
+        return []
+    where = f"{shard}: /{TARGETS_GROUP}"
+    if not isinstance(group, h5py.Group):
+        return [f"{where} is not a group"]
+    missing = [c for c in TARGET_COLUMNS if not isinstance(group.get(c), h5py.Dataset)]
+    if missing:
+        return [f"{where} lacks columns {', '.join(missing)}"]
+    if _plain(group.attrs.get("definition", b"")) != difficulty.definition_json():
+        return []  # tags of another definition: nothing here to compare them with
+    table = {c: (group[c].asstr()[()].astype(object) if dtype is TARGET_COLUMNS["size_bin"][0] else group[c][()])
+             for c, (dtype, _) in TARGET_COLUMNS.items()}
+    lengths = {len(v) for v in table.values()}
+    if len(lengths) != 1:
+        return [f"{where} columns differ in length ({sorted(lengths)})"]
+    row = np.asarray(table["row"], np.int64)
+    if row.size and (row.min() < 0 or row.max() >= n or np.any(np.diff(row) < 0)):
+        return [f"{where} rows are not sample rows 0..{n - 1} in order"]
+    problems = []
+    if areas is not None and (len(areas) != len(row) or not np.array_equal(areas, table["area"])):
+        problems.append(f"{where} lists {len(row)} targets, the masks hold {len(areas)}" if len(areas) != len(row)
+                        else f"{where} areas differ from the masks' targets")
+    summary = difficulty.sample_difficulty(table, n)
+    for name in DIFFICULTY_FIELDS:
+        if name not in meta:
+            problems.append(f"{shard}: no /meta/{name} beside /{TARGETS_GROUP}")
+            continue
+        got, want = np.asarray(meta[name]), summary[name]
+        same = (got.astype(str) == want.astype(str)) if want.dtype == object else \
+            ((got == want) | (np.isnan(got.astype(float)) & np.isnan(want.astype(float))))
+        if not same.all():
+            i = int(np.flatnonzero(~same)[0])
+            problems.append(f"{shard}: {int((~same).sum())} sample(s) whose meta {name} differs from the "
+                            f"/{TARGETS_GROUP} table, e.g. row {i}: {_plain(got[i])!r} != {_plain(want[i])!r}")
+    return problems
+
+
+def _check_labels(shard: Path, masks: h5py.Dataset, meta: dict, ids: np.ndarray, labels: bool,
+                  target_areas: list | None = None) -> list[str]:
+    """Mask values, and the label checks the producing stages recorded (areas, target counts).
+    With `labels`, every target's area is appended to `target_areas` block by block."""
     n = masks.shape[0]
     bad_mask: list[tuple[str, list[int]]] = []
     bad: dict[str, list[tuple[str, int, int]]] = {"n_targets": [], "area": [], "source_area": [],
@@ -345,7 +420,10 @@ def _check_labels(shard: Path, masks: h5py.Dataset, meta: dict, ids: np.ndarray,
             values = [int(v) for v in np.unique(block[j]) if v not in (0, 255)]
             bad_mask.append((ids[start + j], values))
         # one labelling pass for the whole block: per-mask skimage calls dominated publish's verify
-        counts = batch_target_table(block)["count"] if labels else None
+        found = batch_target_table(block) if labels else None
+        counts = found["count"] if labels else None
+        if labels and target_areas is not None:
+            target_areas.append(found["area"])
         for j in range(len(block)):
             i = start + j
             area = int(areas[j])

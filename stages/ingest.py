@@ -2,6 +2,12 @@
 
 Options become an `IngestParams`; the layout registry lists the samples; one task per shard
 reads, checks and resizes its samples (`sirst5k.formats.layouts.load_sample`) and writes them.
+
+`--size native` keeps every image at its own size: each split's samples are grouped by size (read
+from the file headers), sizes in (height, width) order, samples in list order within a size, and
+each size cut into shards of `--shard-size` (`<split>-<index>.h5`, index over the whole split).
+Where the sizes differ the output is schema 2 (each shard's `schema_version` attribute 2, each
+stage.json shard record with its `shape` [H, W]); one size is schema 1, as a numeric `--size`.
 """
 
 from __future__ import annotations
@@ -20,9 +26,13 @@ STAGE = IngestParams.STEP
 P = IngestParams
 
 
-def ingest_shard(path: str, refs: list, split: str, index: int, n_shards: int, size: int, skip_bad: bool,
-                 key_parts: list):
-    """Read, check and resize one shard's samples; write the shard. Its warnings travel back as `extra`."""
+def ingest_shard(path: str, refs: list, split: str, index: int, n_shards: int, size: int | None, skip_bad: bool,
+                 key_parts: list, keep_aspect: bool = False, shape: tuple[int, int] | None = None,
+                 schema: int | None = None):
+    """Read, check and resize one shard's samples; write the shard. Its warnings travel back as `extra`.
+
+    size None: every sample at its own size, which must be `shape` (the size its header gave when
+    the shard was planned). schema: the shard's schema_version attribute when not the default."""
     import numpy as np
 
     from sirst5k.errors import InputError
@@ -44,7 +54,10 @@ def ingest_shard(path: str, refs: list, split: str, index: int, n_shards: int, s
     skipped = 0
     for ref in refs:
         try:
-            loaded = load_sample(ref, size)
+            loaded = load_sample(ref, size, keep_aspect)
+            if shape is not None and loaded.image.shape != tuple(shape):
+                h, w = loaded.image.shape
+                raise InputError(ref.image, f"decodes to {w}x{h} pixels but its header says {shape[1]}x{shape[0]}")
         except InputError as err:
             if not skip_bad:
                 raise
@@ -54,14 +67,14 @@ def ingest_shard(path: str, refs: list, split: str, index: int, n_shards: int, s
         warnings.extend(loaded.warnings)
         images.append(loaded.image)
         masks.append(loaded.mask)
-        rows.append((ref.id, loaded.orig_h, loaded.orig_w))
+        rows.append((ref.id, loaded.orig_h, loaded.orig_w, loaded.valid_h, loaded.valid_w))
     n = len(rows)
-    shape = (0, size, size)
-    mask_stack = np.stack(masks) if n else np.zeros(shape, np.uint8)
+    empty = (0, *(shape if shape is not None else (size, size)))
+    mask_stack = np.stack(masks) if n else np.zeros(empty, np.uint8)
     counts = batch_target_table(mask_stack)["count"]
     areas = np.count_nonzero(mask_stack, axis=(1, 2))
     meta = shards.new_meta(n)
-    for i, (sid, oh, ow) in enumerate(rows):
+    for i, (sid, oh, ow, vh, vw) in enumerate(rows):
         n_t, area = int(counts[i]), int(areas[i])
         meta["sample_id"][i] = sid
         meta["source_id"][i] = sid
@@ -72,15 +85,17 @@ def ingest_shard(path: str, refs: list, split: str, index: int, n_shards: int, s
         meta["source_area"][i] = area
         meta["orig_h"][i] = oh
         meta["orig_w"][i] = ow
+        meta["valid_h"][i] = vh
+        meta["valid_w"][i] = vw
     # before the shard: a shard on disk always has its warnings beside it
     _write_warnings(path, key, warnings, skipped)
     info = shards.write_shard(
         path,
-        np.stack(images) if n else np.zeros(shape, np.uint8),
+        np.stack(images) if n else np.zeros(empty, np.uint8),
         mask_stack,
         meta,
         {"dataset": STAGE, "version": key[:16], "split": split, "shard_index": index, "n_shards": n_shards,
-         "task_key": key},
+         "task_key": key, **({"schema_version": schema} if schema is not None else {})},
     )
     return TaskResult((info,), "cpu", {"warnings": warnings, "skipped": skipped,
                                        "no_target": int((meta["n_targets"] == 0).sum())})
@@ -108,6 +123,39 @@ def _read_warnings(path: str, key: str) -> dict:
     return {"warnings": [], "skipped": 0}
 
 
+def _size_groups(samples: list, params: IngestParams, skip_bad: bool) -> tuple[dict[str, list], list[str]]:
+    """Per split, [((h, w), refs), ...]: with --size native the samples grouped by the size their
+    image header gives, sizes in (h, w) order, list order within a size; else one group of all the
+    split's samples at (size, size). Also the problems of headers that cannot be read (with
+    --skip-bad; without, the first is raised)."""
+    from sirst5k.errors import InputError
+    from sirst5k.formats.imageio import image_size
+
+    problems: list[str] = []
+    out: dict[str, list] = {}
+    for split in ("train", "test"):
+        refs = [r for r in samples if r.split == split]
+        if not params.native:
+            out[split] = [((params.size, params.size), refs)] if refs else []
+            continue
+        by_size: dict[tuple[int, int], list] = {}
+        for ref in refs:
+            try:
+                shape = image_size(ref.image)
+            except InputError as err:
+                if not skip_bad:
+                    raise
+                problems.append(str(err))
+                continue
+            by_size.setdefault(shape, []).append(ref)
+        out[split] = [(shape, by_size[shape]) for shape in sorted(by_size)]
+    return out, problems
+
+
+def _hw(shape) -> str:
+    return f"{shape[0]}x{shape[1]}"
+
+
 def _hash_existing(files: list[Path]) -> str:
     from sirst5k.runner.outputs import hash_files
 
@@ -120,10 +168,12 @@ def command(
     source: Annotated[Path, typer.Argument(help="Labelled dataset folder.")],
     out: Annotated[Path, typer.Option("--out", help="Output shard folder.")],
     layout: Annotated[Layout, typer.Option(help=P.help("layout"))] = P.layout,
-    size: Annotated[int, typer.Option(help=P.help("size"))] = P.size,
+    size: Annotated[str, typer.Option(help=P.help("size"), metavar="<int|native>")] = str(P.size),
     shard_size: Annotated[int, typer.Option(help=P.help("shard_size"))] = P.shard_size,
     split_ratio: Annotated[float, typer.Option(help=P.help("split_ratio"))] = P.split_ratio,
     skip_bad: Annotated[bool, typer.Option("--skip-bad/--no-skip-bad", help=P.help("skip_bad"))] = P.skip_bad,
+    keep_aspect: Annotated[bool, typer.Option("--keep-aspect/--no-keep-aspect",
+                                              help=P.help("keep_aspect"))] = P.keep_aspect,
     seed: Seed = P.seed,
     workers: Workers = None,
     scheduler: Scheduler = None,
@@ -137,40 +187,56 @@ def command(
     from sirst5k.runner.tasks import shard_stage
 
     params = IngestParams(layout=layout, size=size, shard_size=shard_size, split_ratio=split_ratio,
-                          skip_bad=skip_bad, seed=seed)
+                          skip_bad=skip_bad, seed=seed, keep_aspect=keep_aspect)
     labelled = list_labelled(source, layout, split_ratio=split_ratio, seed=seed, skip_bad=skip_bad)
     for problem in labelled.problems:
         warn(f"{problem}; left out")
     version = params.replace(layout=labelled.layout).version_dict()
+    # per split: [(shape, refs)], sizes in (h, w) order; a numeric --size is one group in list order
+    size_groups, unreadable = _size_groups(labelled.samples, params, skip_bad)
+    for problem in unreadable:
+        warn(f"{problem}; left out")
+    shapes_used = sorted({shape for groups in size_groups.values() for shape, _ in groups})
+    schema = shards.MIXED_SIZES_SCHEMA if len(shapes_used) > 1 else None
     with shard_stage(out, STAGE, [source], workers=workers, scheduler=scheduler, device="cpu",
                      overwrite=overwrite) as run:
-        tasks, plan, splits = [], [], []
+        tasks, plan, splits, shapes = [], [], [], []
         for split in ("train", "test"):
-            refs = [r for r in labelled.samples if r.split == split]
-            groups = [refs[i: i + shard_size] for i in range(0, len(refs), shard_size)]
-            for i, group in enumerate(groups):
+            groups = [(shape, refs[i: i + shard_size]) for shape, refs in size_groups[split]
+                      for i in range(0, len(refs), shard_size)]
+            for i, (shape, group) in enumerate(groups):
                 name = shards.shard_name(split, i)
                 plan.append(name)
                 splits.append(split)
-                tasks.append((str(run.folder / name), group, split, i, len(groups), size, skip_bad,
-                              [STAGE, version, [r.id for r in group]]))
+                shapes.append(shape)
+                # schema 2 enters the key (a shard of schema 1 is not one of 2); schema 1 keeps its key
+                key_parts = [STAGE, version, [r.id for r in group]] + ([schema] if schema is not None else [])
+                tasks.append((str(run.folder / name), group, split, i, len(groups),
+                              None if params.native else params.size, skip_bad, key_parts, params.keep_aspect,
+                              shape if params.native else None, schema))
         run.keep_only(plan)
         results = run.run(ingest_shard, tasks, "ingest")
         for r in results:
             for w in r.extra["warnings"]:
                 warn(w)
-        skipped = sum(r.extra["skipped"] for r in results) + len(labelled.problems)
+        skipped = sum(r.extra["skipped"] for r in results) + len(labelled.problems) + len(unreadable)
         n_warnings = sum(len(r.extra["warnings"]) for r in results) - sum(r.extra["skipped"] for r in results)
         if not sum(info.n_samples for r in results for info in r.shards):
             raise InputError(source, f"no usable samples: all {skipped} listed file(s) were bad")
-        records = [info.record(split) for r, split in zip(results, splits) for info in r.shards]
+        records = [{**info.record(split), **({"shape": list(shape)} if schema is not None else {})}
+                   for r, split, shape in zip(results, splits, shapes) for info in r.shards]
         inputs = {"source": {"path": str(source), "layout": labelled.layout,
                              "n_images": sum(r["n_samples"] for r in records),
                              "content_hash": task_key([r["sha256"] for r in records])}}
         run.record(STAGE, {STAGE: version}, inputs, records)
     counts = {s: sum(r["n_samples"] for r in records if r["split"] == s) for s in ("train", "test")}
     no_target = sum(r.extra["no_target"] for r in results)
+    if params.native:
+        at = f"at native size ({len(shapes_used)} size(s) HxW, " + (
+            f"{_hw(shapes_used[0])} to {_hw(shapes_used[-1])})" if len(shapes_used) > 1 else f"{_hw(shapes_used[0])})")
+    else:
+        at = f"at {params.size}x{params.size}" + (" (aspect kept, zero-padded)" if params.keep_aspect else "")
     typer.echo(f"ingest: {labelled.layout} layout, {counts['train']} train / {counts['test']} test samples "
-               f"at {size}x{size} in {out}" + (f", {no_target} with no target" if no_target else "")
+               f"{at} in {out}" + (f", {no_target} with no target" if no_target else "")
                + (f"; {skipped} bad file(s) skipped" if skip_bad else "")
                + (f"; {n_warnings} warning(s)" if n_warnings else ""))

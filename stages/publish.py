@@ -5,6 +5,13 @@ Reshards the inputs into `--shard-size` shards (one task each, here or on a clus
 `manifest.json` there and verifies the staged dataset; only a dataset that passed is swapped in,
 with its manifest (`manifests/<name>.json`). On any failure the previous dataset folder and
 manifest stay as they were, byte for byte.
+
+Inputs of several image sizes (`ingest --size native`) are merged per size, never mixed in one
+output shard: each split's input shards are grouped by image size, sizes in (height, width)
+order, inputs in their order within a size, and each size cut into `--shard-size` shards
+(`<split>-<index>.h5`, index over the whole split). Such a dataset is schema 2: each shard's
+`schema_version` attribute 2, the manifest's 2, each shard entry with its `shape` [H, W], each
+split with its `sizes` {"HxW": n}. One size is schema 1, written exactly as before.
 """
 
 from __future__ import annotations
@@ -45,6 +52,21 @@ def publish_shard(dst: str, pieces: list[tuple[str, int, int]], attrs: dict):
     return TaskResult((info,), "cpu")
 
 
+def plan_sizes(sources: list[tuple[Path, int, tuple[int, int]]], shard_size: int
+               ) -> list[tuple[tuple[int, int], list[tuple[str, int, int]]]]:
+    """`plan_split` per image size: [(shape, pieces), ...], sizes in (h, w) order, the sources of
+    one size in their order; no output shard mixes sizes. One size: `plan_split` itself."""
+    by_shape: dict[tuple[int, int], list[tuple[Path, int]]] = {}
+    for path, n, shape in sources:
+        by_shape.setdefault(tuple(shape), []).append((path, n))
+    from sirst5k.runner.tasks import part_size
+
+    # large images: at most PART_PIXELS of image pixels a shard, so publish's memory stays that of
+    # the default at any size (256 x 256 and smaller: --shard-size alone, as before)
+    return [(shape, pieces) for shape in sorted(by_shape)
+            for pieces in plan_split(by_shape[shape], part_size(shard_size, shape))]
+
+
 def plan_split(sources: list[tuple[Path, int]], shard_size: int) -> list[list[tuple[str, int, int]]]:
     """Cut the concatenation of the sources into runs of shard_size rows: [[(path, start, stop), ...], ...]."""
     plans: list[list[tuple[str, int, int]]] = []
@@ -72,10 +94,24 @@ def _kind_counts(paths: list[Path]) -> dict[str, int]:
 
     counts = {k: 0 for k in shards.KINDS}
     for p in paths:
-        kinds, n = np.unique(shards.read_meta(p)["kind"], return_counts=True)
+        kinds, n = np.unique(_read_kinds(p), return_counts=True)
         for k, c in zip(kinds, n):
             counts[str(k)] += int(c)
     return counts
+
+
+def _read_kinds(path: Path):
+    """A shard's /meta/kind alone (`read_meta` reads every field: a cost per shard that counts when
+    a native-size dataset has hundreds of small shards)."""
+    import h5py
+
+    from sirst5k.formats import shards
+
+    try:
+        with h5py.File(path, "r") as f:
+            return f["meta/kind"].asstr()[()]
+    except (OSError, KeyError, ValueError, TypeError):
+        return shards.read_meta(path)["kind"]  # the one-line InputError naming the shard
 
 
 @user_errors
@@ -95,7 +131,7 @@ def command(
 ) -> None:
     """Assemble the final shards and the manifest; swap them in only once they verify."""
     from sirst5k.formats import shards
-    from sirst5k.formats.manifest import MANIFEST_SCHEMA_VERSION, content_version, write_json_atomic
+    from sirst5k.formats.manifest import MANIFEST_SCHEMA_VERSION, MIXED_SIZES_SCHEMA, content_version, write_json_atomic
     from sirst5k.runner.cluster import Runner
     from sirst5k.runner.outputs import (check_output_file, check_output_folder, input_shards, read_stage_record,
                                         staged_folder)
@@ -122,10 +158,12 @@ def command(
     params[STAGE] = publish.version_dict()
     # from the bytes input_shards read, not from the upstream records
     inputs["shards_hash"] = content_version(sorted(sha for srcs in splits.values() for _, sha in srcs))
-    doc = {"schema_version": MANIFEST_SCHEMA_VERSION, "name": name, "producer": PRODUCER, "params": params,
-           "inputs": inputs}
+    plans = {split: plan_sizes([(p, shards.n_samples(p), shards.image_shape(p)) for p, _ in srcs], shard_size)
+             for split, srcs in splits.items()}
+    mixed = len({shape for plan in plans.values() for shape, _ in plan}) > 1
+    doc = {"schema_version": MIXED_SIZES_SCHEMA if mixed else MANIFEST_SCHEMA_VERSION, "name": name,
+           "producer": PRODUCER, "params": params, "inputs": inputs}
     doc["version"] = manifest_version(doc)
-    plans = {split: plan_split([(p, shards.n_samples(p)) for p, _ in srcs], shard_size) for split, srcs in splits.items()}
     rel = os.path.relpath(out.resolve(), manifest.resolve().parent)
     staged_manifest: Path | None = None
     try:
@@ -166,24 +204,34 @@ def _check_manifest_place(manifest: Path, out: Path) -> None:
 
 
 def _build(runner, tmp: Path, plans: dict, splits: dict, doc: dict, name: str) -> dict:
-    """Write the final shards into the staging folder; the manifest's `splits`."""
+    """Write the final shards into the staging folder; the manifest's `splits` (schema 2: with
+    each shard's `shape` and each split's `sizes`)."""
     from sirst5k.formats import shards
+    from sirst5k.formats.manifest import MIXED_SIZES_SCHEMA, size_counts
 
+    mixed = doc["schema_version"] == MIXED_SIZES_SCHEMA
     names = [shards.shard_name(split, i) for split, pl in plans.items() for i in range(len(pl))]
     shards.remove_stale(tmp, names)
     tasks = [(str(tmp / shards.shard_name(split, i)), pieces,
-              {"dataset": name, "version": doc["version"], "split": split, "shard_index": i, "n_shards": len(pl)})
-             for split, pl in plans.items() for i, pieces in enumerate(pl)]
+              {"dataset": name, "version": doc["version"], "split": split, "shard_index": i, "n_shards": len(pl),
+               **({"schema_version": MIXED_SIZES_SCHEMA} if mixed else {})})
+             for split, pl in plans.items() for i, (_, pieces) in enumerate(pl)]
+    shapes = [shape for pl in plans.values() for shape, _ in pl]
     results = runner.run(publish_shard, tasks, "publish")
     by_split: dict[str, list[dict]] = {s: [] for s in plans}
-    for (_, _, attrs), r in zip(tasks, results):
-        by_split[attrs["split"]].extend(info.record() for info in r.shards)
-    return {
+    for (_, _, attrs), shape, r in zip(tasks, shapes, results):
+        by_split[attrs["split"]].extend({**info.record(), **({"shape": list(shape)} if mixed else {})}
+                                        for info in r.shards)
+    out = {
         split: {"n_samples": sum(s["n_samples"] for s in entries),
                 "kinds": _kind_counts([p for p, _ in splits[split]]),
                 "shards": entries}
         for split, entries in by_split.items()
     }
+    if mixed:
+        for entry in out.values():
+            entry["sizes"] = size_counts((s["shape"], s["n_samples"]) for s in entry["shards"])
+    return out
 
 
 def _verify_staged(runner, tmp: Path, out: Path, manifest: Path) -> None:

@@ -275,3 +275,36 @@ def test_checking_shards_on_a_cluster_finds_the_same_problems(copy: Path) -> Non
         result = runner.invoke(app, ["verify", str(copy), "--scheduler", cluster.scheduler_address])
     assert result.exit_code == 1
     assert [e.removeprefix("error: ") for e in errors(result)[:-1]] == in_process
+
+
+def test_a_schema_1_dataset_with_a_shard_of_another_size_is_refused_in_one_line(copy: Path) -> None:
+    """Schema 1 holds one image size: a shard rewritten at another size (checksum fixed up) is one problem."""
+    from sirst5k.formats import shards
+
+    victim = shard(copy, "test", 0)
+    images, masks, meta = shards.read_shard(victim)
+    attrs = {k: v for k, v in shards.read_attrs(victim).items() if k != "task_key"}
+    victim.unlink()
+    shards.write_shard(victim, images[:, :64, :96], masks[:, :64, :96], meta, attrs)
+    set_sha(copy, victim)
+    result = verify(copy)
+    assert result.exit_code == 1
+    found = [e for e in errors(result) if "image size" in e]
+    assert len(found) == 1 and "schema_version 1" in found[0] and "64x96" in found[0], result.output
+
+
+def test_a_schema_2_manifest_needs_shapes_and_sizes(copy: Path) -> None:
+    """Marked schema 2 by hand: each shard entry must give its shape, each split its sizes."""
+    edit(copy, lambda d: d.__setitem__("schema_version", 2))
+    result = verify(copy)
+    assert result.exit_code == 1
+    assert any("shape None is not [height, width]" in e for e in errors(result)), result.output
+    def add_shapes(doc):
+        for entry in doc["splits"].values():
+            for s in entry["shards"]:
+                s["shape"] = [128, 128]
+    edit(copy, add_shapes)
+    found = errors(verify(copy))
+    assert any("split test sizes None" in e for e in found), found
+    # and the shards' own schema_version attribute (1) disagrees with the manifest's 2
+    assert any("attribute schema_version is 1, expected 2" in e for e in found), found

@@ -96,13 +96,16 @@ class LabelledSet:
 
 @dataclass
 class LoadedSample:
-    """Pixels of one sample: image uint8 `[S, S]`, mask uint8 `[S, S]` in {0, 255}."""
+    """Pixels of one sample: image uint8 `[H, W]`, mask uint8 `[H, W]` in {0, 255}; with
+    `keep_aspect` the valid (unpadded) box `valid_h` x `valid_w` at the top-left, -1 when not padded."""
 
     image: np.ndarray
     mask: np.ndarray
     orig_h: int
     orig_w: int
     warnings: list[str] = field(default_factory=list)
+    valid_h: int = -1
+    valid_w: int = -1
 
 
 @dataclass
@@ -467,8 +470,20 @@ def list_labelled(
 # ---------------------------------------------------------------------------- loading
 
 
-def load_sample(ref: SampleRef, size: int | tuple[int, int] | None) -> LoadedSample:
+def fit_long_side(h: int, w: int, size: int) -> tuple[int, int]:
+    """(height, width) of an h x w image whose long side is resized to `size`, aspect kept
+    (the short side rounded, at least 1 px)."""
+    if h >= w:
+        return int(size), max(1, int(round(w * size / h)))
+    return max(1, int(round(h * size / w))), int(size)
+
+
+def load_sample(ref: SampleRef, size: int | tuple[int, int] | None, keep_aspect: bool = False) -> LoadedSample:
     """Read one sample's image and mask and bring both to `size` (None = the image's own).
+
+    With `keep_aspect` (an int `size`) the long side is resized to `size` (image bilinear, mask
+    nearest) and the rest zero-padded to `size` x `size`, the image at the top-left; the valid
+    box is recorded (`valid_h`, `valid_w`; -1 when there is no padding).
 
     A mask at another scale of the same picture (aspect ratio within `ASPECT_TOLERANCE`) is
     resized to its image (nearest) with a warning; any other size mismatch is an InputError
@@ -490,7 +505,14 @@ def load_sample(ref: SampleRef, size: int | tuple[int, int] | None) -> LoadedSam
             raise InputError(ref.mask, f"mask is {mw}x{mh} but image is {w}x{h} (aspect ratio differs)")
         mask = resize_mask(mask, (h, w))
         warnings.append(f"{ref.mask}: mask is {mw}x{mh} but image is {w}x{h}; resized to the image (nearest)")
-    if size is not None:
+    valid = (-1, -1)
+    if size is not None and keep_aspect:
+        side = int(size)
+        fit = fit_long_side(h, w, side)
+        image, mask = _pad_square(resize_image(image, fit), side), _pad_square(resize_mask(mask, fit), side)
+        if fit != (side, side):
+            valid = fit
+    elif size is not None:
         image = resize_image(image, size)
         mask = resize_mask(mask, size)
     if had_target and not mask.any():
@@ -499,4 +521,11 @@ def load_sample(ref: SampleRef, size: int | tuple[int, int] | None) -> LoadedSam
         sh, sw = mask.shape
         warnings.append(f"{ref.mask}: resizing the {mw}x{mh} mask to {sw}x{sh} erased every target "
                         f"(smaller than the resize step); kept as an image with no target")
-    return LoadedSample(image, mask, h, w, warnings)
+    return LoadedSample(image, mask, h, w, warnings, *valid)
+
+
+def _pad_square(array: np.ndarray, side: int) -> np.ndarray:
+    """`array` [h, w] at the top-left of a zero `side` x `side` array."""
+    out = np.zeros((side, side), np.uint8)
+    out[: array.shape[0], : array.shape[1]] = array
+    return out

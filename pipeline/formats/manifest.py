@@ -6,6 +6,12 @@ Fields: schema_version, name, version, producer, dataset_dir, params, inputs, sp
 to that folder. A copy named `manifest.json` sits inside the dataset folder with
 `dataset_dir: "."`, so the folder alone (e.g. fetched with `dvc get`) is self-describing.
 
+Schema versions (`MANIFEST_SCHEMA_VERSIONS`, readers refuse others): 1, every shard of the
+dataset one image size; 2 (issue 18, `ingest --size native`), the shards differ in size, each
+still one size: every shard entry also gives its `shape` [H, W] and every split its `sizes`
+{"HxW": n_samples}. A one-size dataset is written as schema 1,
+without those keys, exactly as before.
+
 Written with sorted keys and fixed float formatting, so identical content gives identical bytes.
 """
 
@@ -21,7 +27,9 @@ import numpy as np
 
 from sirst5k.errors import InputError, OutputError
 
-MANIFEST_SCHEMA_VERSION = 1
+MANIFEST_SCHEMA_VERSION = 1  # one image size in the whole dataset
+MIXED_SIZES_SCHEMA = 2  # shards of several sizes, each entry with its `shape`, each split its `sizes`
+MANIFEST_SCHEMA_VERSIONS = (MANIFEST_SCHEMA_VERSION, MIXED_SIZES_SCHEMA)
 REQUIRED = ("schema_version", "name", "version", "producer", "dataset_dir", "params", "inputs", "splits")
 IN_DATASET_NAME = "manifest.json"
 
@@ -70,9 +78,26 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED if k not in data]
     if missing:
         raise InputError(path, f"manifest lacks {', '.join(missing)}")
-    if data["schema_version"] != MANIFEST_SCHEMA_VERSION:
-        raise InputError(path, f"manifest schema_version {data['schema_version']} is not {MANIFEST_SCHEMA_VERSION}")
+    version = data["schema_version"]
+    if isinstance(version, bool) or version not in MANIFEST_SCHEMA_VERSIONS:
+        known = " or ".join(map(str, MANIFEST_SCHEMA_VERSIONS))
+        raise InputError(path, f"manifest schema_version {version!r} is not {known} (made by a newer sirst5k?)")
     return data
+
+
+def size_key(shape) -> str:
+    """"HxW" of an image shape (H, W): the keys of a schema-2 split's `sizes`."""
+    h, w = (int(v) for v in shape)
+    return f"{h}x{w}"
+
+
+def size_counts(shapes_and_counts) -> dict[str, int]:
+    """{"HxW": n_samples} of [(shape, n), ...], sizes ordered by (H, W): a split's `sizes`."""
+    totals: dict[tuple[int, int], int] = {}
+    for shape, n in shapes_and_counts:
+        hw = (int(shape[0]), int(shape[1]))
+        totals[hw] = totals.get(hw, 0) + int(n)
+    return {size_key(hw): totals[hw] for hw in sorted(totals)}
 
 
 def dataset_dir(manifest_path: str | Path, manifest: Mapping[str, Any]) -> Path:

@@ -4,6 +4,26 @@ A shard holds N samples: `/images` and `/masks` uint8 [N, H, W] (one chunk per i
 1-D dataset per metadata field under `/meta`. Shards are written to a temporary name in the
 same folder and renamed when complete, and never changed after; the bytes depend only on the
 content (no HDF5 timestamps), so the same samples always give the same sha256.
+
+Difficulty tags (issue 17, `sirst5k.method.difficulty`): every shard written here also holds
+`/targets`, one 1-D dataset per column of its per-target table (T = targets of the shard:
+`row` = sample row, `label`, `area`, `y`, `x`, `target_mean`, `ring_mean`, `ring_std`,
+`ring_pixels`, `contrast`, `scr`, `size_bin`, `scr_bin`; attribute `definition`: the JSON of
+the ring and bin parameters), and the per-sample DIFFICULTY_FIELDS in `/meta` (its hardest
+target's `min_target_area`, `min_contrast`, `min_scr`, `size_bin`, `scr_bin`). The writer
+computes both from the images and masks it writes, whatever the caller passed, so they always
+agree with the pixels. The addition is backward compatible and schema_version stays 1: a shard
+written before has neither, and reads with the fields at their "none" values (`read_meta`), or
+computed from its pixels on request (`read_meta(compute_missing=True)`, `read_targets`).
+
+Image sizes (issue 18): each shard holds images of one size [N, H, W], but the shards of one
+dataset may differ in size (`ingest --size native`). A dataset whose shards differ in size is
+schema 2 (`MIXED_SIZES_SCHEMA`: the manifest's `schema_version` and each shard's attribute,
+which the writer takes from `attrs` when given); a one-size dataset stays schema 1, written byte
+for byte as before. Readers accept `SCHEMA_VERSIONS`. `--keep-aspect` pads images to one square
+size and records each image's valid box (top-left, `valid_h` x `valid_w`) in the PADDING_FIELDS;
+those are written only in a shard where some sample is padded (-1 = not padded), and a shard
+without them reads them as -1, so shards without padding keep their bytes.
 """
 
 from __future__ import annotations
@@ -21,8 +41,11 @@ import numpy as np
 
 from sirst5k import PRODUCER
 from sirst5k.errors import InputError, OutputError
+from sirst5k.method import difficulty as _difficulty
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # what the writer stamps unless `attrs` say otherwise
+MIXED_SIZES_SCHEMA = 2  # a dataset whose shards differ in image size
+SCHEMA_VERSIONS = (SCHEMA_VERSION, MIXED_SIZES_SCHEMA)  # what readers accept
 KINDS = ("original", "transfer", "negative")
 SHARD_SUFFIX = ".h5"
 PARTIAL_MARK = ".partial"
@@ -52,6 +75,20 @@ META_FIELDS: dict[str, tuple[object, object]] = {
     "orig_h": (np.int32, -1),
     "orig_w": (np.int32, -1),
 }
+# difficulty tags of the sample's hardest target: computed by the writer (never the caller's),
+# absent from shards written before issue 17 (read as their "none" values)
+DIFFICULTY_FIELDS = tuple(_difficulty.SAMPLE_FIELDS)
+META_FIELDS.update({name: (_STR if dtype is str else dtype, fill)
+                    for name, (dtype, fill) in _difficulty.SAMPLE_FIELDS.items()})
+# --keep-aspect's valid box of a padded image (rows, cols from the top-left); -1 = not padded.
+# Optional: written only in a shard with a padded sample (see the module's docstring).
+PADDING_FIELDS = ("valid_h", "valid_w")
+META_FIELDS.update({name: (np.int32, -1) for name in PADDING_FIELDS})
+# fields a caller's meta and a stored shard may lack (read as their "none" values)
+OPTIONAL_FIELDS = DIFFICULTY_FIELDS + PADDING_FIELDS
+TARGETS_GROUP = "targets"
+TARGET_COLUMNS = {name: (_STR if dtype is str else dtype, fill)
+                  for name, (dtype, fill) in _difficulty.TARGET_COLUMNS.items()}
 ROOT_ATTRS = ("schema_version", "dataset", "version", "split", "shard_index", "n_shards", "producer")
 
 # Per dataset, chosen from benchmarks/shard_codecs.py (README, "Chunking and compression"):
@@ -109,14 +146,25 @@ def new_meta(n: int) -> dict[str, np.ndarray]:
 
 
 def concat_meta(parts: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    parts = list(parts)
+    parts = [_with_fill(p) for p in parts]
     if not parts:
         return new_meta(0)
     return {name: np.concatenate([np.asarray(p[name]) for p in parts]) for name in META_FIELDS}
 
 
 def take_meta(meta: Mapping[str, np.ndarray], index) -> dict[str, np.ndarray]:
+    meta = _with_fill(meta)
     return {name: np.asarray(meta[name])[index] for name in META_FIELDS}
+
+
+def _with_fill(meta: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+    """`meta` with any missing OPTIONAL_FIELDS at their "none" values (a caller's own meta)."""
+    missing = [f for f in OPTIONAL_FIELDS if f not in meta]
+    if not missing:
+        return meta
+    n = len(next(iter(meta.values()))) if meta else 0
+    fill = new_meta(n)
+    return {**meta, **{f: fill[f] for f in missing}}
 
 
 def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
@@ -142,11 +190,15 @@ def write_shard(
     meta: Mapping[str, np.ndarray],
     attrs: Mapping[str, object],
     compression: Mapping[str, object] | None = None,
+    targets: Mapping[str, np.ndarray] | None = None,
 ) -> ShardInfo:
     """Write one shard atomically and return its path, sha256 and sample count.
 
-    images, masks: uint8 [N, H, W]; meta: every field of META_FIELDS, length N; attrs: the root
-    attributes (ROOT_ATTRS, `producer` filled in if missing, plus any extra such as `task_key`).
+    images, masks: uint8 [N, H, W]; meta: every field of META_FIELDS but the DIFFICULTY_FIELDS,
+    length N (those are computed here, from images and masks; values passed are replaced);
+    attrs: the root attributes (ROOT_ATTRS, `producer` filled in if missing, plus any extra such
+    as `task_key`). targets: the per-target table of exactly these images and masks when the
+    caller has it (`copy_rows`); None = computed here.
     """
     images = np.ascontiguousarray(images, dtype=np.uint8)
     masks = np.ascontiguousarray(masks, dtype=np.uint8)
@@ -154,6 +206,7 @@ def write_shard(
     if images.ndim != 3 or masks.shape != images.shape:
         raise ValueError(f"images {images.shape} and masks {masks.shape} must both be [N, H, W]")
     _check_meta(meta, n)
+    table = _difficulty.target_difficulty(images, masks) if targets is None else targets
     codecs = dataset_codecs(compression)
     h, w = images.shape[1:]
 
@@ -164,7 +217,7 @@ def write_shard(
             else:
                 f.create_dataset(name, shape=(0, h, w), dtype=np.uint8, track_times=False)
 
-    return _write_atomic(Path(path), n, meta, attrs, fill)
+    return _write_atomic(Path(path), n, meta, attrs, fill, table)
 
 
 def copy_rows(
@@ -179,6 +232,8 @@ def copy_rows(
     Where a source stores /images and /masks as `write_shard` does (one chunk per image, the
     default codecs), each row's chunk is copied as stored, neither decoded nor encoded again
     (publish: ~4x faster than read + write). Otherwise the rows are read and written anew.
+    The difficulty tags are the sources' stored per-target rows (renumbered), or computed from
+    the rows' pixels for a source that has none (written before issue 17): the bytes are the same.
     A source that cannot be read is an InputError naming it.
     """
     pieces = [(str(p), int(a), int(b)) for p, a, b in pieces]
@@ -210,8 +265,9 @@ def copy_rows(
                             ds.id.write_direct_chunk((row, 0, 0), chunk, 0)
                             row += 1
 
+            table = _difficulty.concat_tables(_piece_tables(pieces, sources))
             try:
-                return _write_atomic(Path(path), n, meta, attrs, fill)
+                return _write_atomic(Path(path), n, meta, attrs, fill, table)
             except _NotAsWritten:
                 pass
         images, masks = [], []
@@ -222,6 +278,40 @@ def copy_rows(
             except (OSError, KeyError, ValueError, TypeError) as err:
                 raise InputError(src_path, f"cannot read shard: {_one_line(err)}") from None
     return write_shard(path, np.concatenate(images), np.concatenate(masks), meta, attrs)
+
+
+def _piece_tables(pieces, sources: list[h5py.File]):
+    """(per-target table, row offset) of each piece: stored rows where the source has tags of the
+    current definition, else computed from the piece's pixels."""
+    offset = 0
+    for (src_path, start, stop), src in zip(pieces, sources):
+        try:
+            table = _stored_targets(src)
+            if table is None:
+                table = _difficulty.target_difficulty(src["images"][start:stop], src["masks"][start:stop])
+            else:
+                table = _difficulty.take_table(table, np.arange(start, stop))
+        except (OSError, KeyError, ValueError, TypeError) as err:
+            raise InputError(src_path, f"cannot read shard: {_one_line(err)}") from None
+        yield table, offset
+        offset += stop - start
+
+
+def _current_targets(f: h5py.File) -> bool:
+    """True when an open shard holds a /targets table of the current definition."""
+    group = f.get(TARGETS_GROUP)
+    return isinstance(group, h5py.Group) and \
+        _plain(group.attrs.get("definition", "")) == _difficulty.definition_json() and \
+        all(name in group for name in TARGET_COLUMNS)
+
+
+def _stored_targets(f: h5py.File) -> dict[str, np.ndarray] | None:
+    """The stored per-target table of an open shard, or None without one of the current definition."""
+    if not _current_targets(f):
+        return None
+    group = f[TARGETS_GROUP]
+    return {name: (group[name].asstr()[()].astype(object) if dtype is _STR else group[name][()])
+            for name, (dtype, _) in TARGET_COLUMNS.items()}
 
 
 class _NotAsWritten(Exception):
@@ -261,18 +351,21 @@ def _default_filters() -> dict[str, tuple]:
 
 
 def _check_meta(meta: Mapping[str, np.ndarray], n: int) -> None:
-    missing = [f for f in META_FIELDS if f not in meta]
+    given = [f for f in META_FIELDS if f not in OPTIONAL_FIELDS]
+    missing = [f for f in given if f not in meta]
     if missing:
         raise ValueError(f"meta lacks fields {missing}")
-    bad = [f for f in META_FIELDS if len(meta[f]) != n]
+    bad = [f for f in given if len(meta[f]) != n]
     if bad:
         raise ValueError(f"meta fields {bad} do not have length {n}")
 
 
 def _write_atomic(path: Path, n: int, meta: Mapping[str, np.ndarray], attrs: Mapping[str, object],
-                  fill) -> ShardInfo:
-    """The shard file: root attributes, then `fill(f)` (/images, /masks), then /meta; fsync, sha256,
-    rename. Any OSError is an OutputError naming `path`; nothing is left under the temporary name."""
+                  fill, table: Mapping[str, np.ndarray]) -> ShardInfo:
+    """The shard file: root attributes, then `fill(f)` (/images, /masks), then /meta (the
+    difficulty fields from `table`), then /targets (`table`); fsync, sha256, rename. Any OSError
+    is an OutputError naming `path`; nothing is left under the temporary name."""
+    meta = {**meta, **_difficulty.sample_difficulty(table, n)}
     tmp = partial_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -286,8 +379,16 @@ def _write_atomic(path: Path, n: int, meta: Mapping[str, np.ndarray], attrs: Map
                 f.attrs[key] = root[key]
             fill(f)
             group = f.create_group("meta", track_order=False)
-            for name, (dtype, _) in META_FIELDS.items():
+            for name, (dtype, fill) in META_FIELDS.items():
+                if name in PADDING_FIELDS and (name not in meta or np.all(np.asarray(meta[name]) == fill)):
+                    continue  # no padded sample: not written (the bytes of a shard without padding)
                 values = np.asarray(meta[name])
+                data = values.astype(str).astype(object) if dtype is _STR else values.astype(dtype)
+                group.create_dataset(name, data=data, dtype=dtype, track_times=False)
+            group = f.create_group(TARGETS_GROUP, track_order=False)
+            group.attrs["definition"] = _difficulty.definition_json()
+            for name, (dtype, _) in TARGET_COLUMNS.items():
+                values = np.asarray(table[name])
                 data = values.astype(str).astype(object) if dtype is _STR else values.astype(dtype)
                 group.create_dataset(name, data=data, dtype=dtype, track_times=False)
         with open(tmp, "rb+") as fh:
@@ -310,9 +411,38 @@ def read_attrs(path: str | Path) -> dict[str, object]:
         return {k: _plain(v) for k, v in f.attrs.items()}
 
 
-def read_meta(path: str | Path) -> dict[str, np.ndarray]:
+def read_meta(path: str | Path, compute_missing: bool = False) -> dict[str, np.ndarray]:
+    """Every META_FIELDS array of a shard. A shard written before the difficulty tags has them at
+    their "none" values, or with `compute_missing` computed from its pixels (a pass over them)."""
     with _open(path) as f:
-        return _meta_of(f, path)
+        meta = _meta_of(f, path)
+        if compute_missing and not _current_targets(f):
+            meta.update(_difficulty.sample_difficulty(_computed_targets(f), int(f["images"].shape[0])))
+        return meta
+
+
+def has_targets(path: str | Path) -> bool:
+    """True when the shard stores its difficulty tags (`/targets`, of the current definition)."""
+    with _open(path) as f:
+        return _current_targets(f)
+
+
+def read_targets(path: str | Path, compute_missing: bool = True) -> dict[str, np.ndarray] | None:
+    """The per-target table of a shard (`sirst5k.method.difficulty.TARGET_COLUMNS`, each [T]):
+    as stored, or for a shard without one (written before the tags, or by another definition)
+    computed from its pixels, or None when `compute_missing` is False."""
+    with _open(path) as f:
+        table = _stored_targets(f)
+        if table is None and compute_missing:
+            table = _computed_targets(f)
+        return table
+
+
+def _computed_targets(f: h5py.File, block: int = 256) -> dict[str, np.ndarray]:
+    images, masks = f["images"], f["masks"]
+    n = int(images.shape[0])
+    return _difficulty.concat_tables((_difficulty.target_difficulty(images[a:a + block], masks[a:a + block]), a)
+                                     for a in range(0, n, block))
 
 
 def read_shard(path: str | Path, index=slice(None)) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -346,7 +476,9 @@ def is_complete(path: str | Path, task_key: str) -> bool:
         return False
     try:
         with h5py.File(path, "r") as f:
-            return _plain(f.attrs.get("task_key", "")) == task_key and "images" in f
+            # a shard without the current difficulty tags was not written by this code: redo it
+            return _plain(f.attrs.get("task_key", "")) == task_key and "images" in f and \
+                _current_targets(f)
     except OSError:
         return False
 
@@ -392,13 +524,23 @@ def _one_line(err: BaseException) -> str:
 
 
 def _meta_of(f: h5py.File, path) -> dict[str, np.ndarray]:
-    if "meta" not in f:
+    group = f.get("meta")
+    if not isinstance(group, h5py.Group):
         raise InputError(path, "not a sirst5k shard (no /meta)")
+    # one lookup of the group and its names: per-field `f["meta"][name]` path lookups were ~16 ms
+    # a shard, which a dataset of hundreds of small (one-size) shards pays hundreds of times
+    names = set(group.keys())
     out = {}
-    for name, (dtype, _) in META_FIELDS.items():
-        if name not in f["meta"]:
-            raise InputError(path, f"shard lacks /meta/{name}")
-        ds = f["meta"][name]
+    n = None
+    for name, (dtype, fill) in META_FIELDS.items():
+        if name not in names:
+            if name not in OPTIONAL_FIELDS:
+                raise InputError(path, f"shard lacks /meta/{name}")
+            if n is None:
+                n = int(f["images"].shape[0]) if "images" in f else len(next(iter(out.values()), []))
+            out[name] = np.full(n, fill, dtype=object if dtype is _STR else dtype)
+            continue
+        ds = group[name]
         out[name] = ds.asstr()[()].astype(object) if dtype is _STR else ds[()]
     return out
 

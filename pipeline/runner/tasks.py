@@ -126,3 +126,19 @@ def shard_stage(out: Path, stage: str, inputs: Sequence[Path] = (), *, workers: 
 def upstream_record(folder: Path) -> dict[str, Any]:
     """The `stage.json` of an input shard folder (empty when it has none), for chaining provenance."""
     return read_stage_record(folder) or {}
+
+
+# A part (or shard) of images larger than 256 x 256 (native-size shards) holds at most this many
+# image pixels (64 MiB: what 1,024 samples of 256 x 256, the default part, hold), so a worker's memory
+# stays within that of the default at any image size; parts of images up to 256 x 256 are cut
+# by --shard-size alone, as before.
+PART_PIXELS = 1024 * 256 * 256
+
+
+def part_size(shard_size: int, image_size: tuple[int, int]) -> int:
+    """Samples per output part or shard (negatives, publish): --shard-size, and for images larger than 256 x 256 at most
+    PART_PIXELS of image pixels (at least one sample)."""
+    pixels = int(image_size[0]) * int(image_size[1])
+    if pixels <= 256 * 256:
+        return int(shard_size)
+    return max(1, min(int(shard_size), PART_PIXELS // pixels))

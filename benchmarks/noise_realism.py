@@ -2,26 +2,28 @@
 
     .venv/bin/python benchmarks/noise_realism.py [--plot docs/noise_psd.png] [--held-out S2,S7,TH]
 
-The bank is built (as `sirst5k noise-bank --temporal 2 --max-peak 20 --max-dip 20 --model`
-would, with the library functions that stage calls) from every SIRST-V2 sequence except the held-
-out ones. The held-out frames (640x512) play the labelled images: ingested to 256x256 as ingest
-does (`resize_image`), then transferred in each mode with the transfer stage's own functions.
+The bank is built (as `sirst5k noise-bank --temporal 2 --model` would with its defaults: the spot
+rule, but no scene split, which would leave SIRST-V2 few pairs; with the library functions that stage
+calls) from every SIRST-V2 sequence except the held-out ones. The held-out frames (640x512) play the
+labelled images: ingested to 256x256 as ingest does (`resize_image`), then transferred in each
+mode with the transfer stage's own functions.
 
 Printed (Markdown tables, docs/noise.md quotes them):
 1. realism of the sets (`sirst5k.report.realism`): originals, each transfer mode (m as used for
    training), and the bank's frames resampled to the same scale, in their own flat windows
    (variance < 50), against the originals;
-2. the goal, one sensor at a time: every sequence of 8+ frames split alternately into bank frames
-   and held-out frames (SIRST-V2's sequences are different sensors and gains, 0.07 to 4.9 grey
-   levels of native high-pass noise, so a bank of some sequences says nothing about another's
-   level); the held-out frames are ingested to 256 px and get the injected noise alone (m = 1
-   additive, in float), compared with the held-out frames' own noise at that scale: the frames and
-   their kept (flat and stable at native scale) windows resampled alike, measured in the 32-px
-   windows wholly inside them; and, in single tiles (each kept window's footprint at the image's
-   scale, one pixel in from its edge, no seams), the same level both ways; 2b repeats it on
-   frames whose noise is each sequence's fitted model alone (over a smooth scene), where a flat
-   window holds nothing but noise;
-3. the model's fit per bank sequence, and what `--max-peak 20 --max-dip 20` does to the banks.
+2. the goal, one sensor at a time: every sequence of 8+ frames split in alternate pairs (frames 0,
+   1 bank, 2, 3 held out, ...: each side keeps consecutive pairs) into bank frames and held-out
+   frames (SIRST-V2's sequences are different sensors and gains); the held-out frames are
+   ingested to 256 px and get the injected noise alone (m = 1 additive, in float): the mosaic, the
+   flat-fit model (format 1) and the temporal-fit model (format 2), all at `--noise-scale source`;
+   compared with two references at that scale: the held-out frames' own high-pass noise (frames and
+   their kept windows' masks resampled alike, 32-px windows wholly inside) and their temporal noise
+   (`(f_t - f_{t+1}) / sqrt 2` of their pairs and the pair's stable mask resampled alike); and the
+   temporal model fitted from one-scene pairs only (thumbnails correlating >= 0.9); 2b repeats it
+   on frames whose noise is each sequence's flat-fit model alone (over a smooth scene);
+3. both fits per bank sequence, and what the clean-bank rules do to the banks (`--sections`
+   picks sections; 2 and 2b alone skip the pooled bank).
 """
 
 from __future__ import annotations
@@ -35,8 +37,11 @@ import numpy as np
 import _common as C
 from sirst5k.formats.frames import list_sequences, sequence_shape
 from sirst5k.formats.imageio import read_grey, resize_image
-from sirst5k.method.noise_bank import extract_patches, select_windows, window_max, window_min, window_stats
-from sirst5k.method.noise_model import fit_sequence
+from sirst5k.method.noise_bank import (extract_patches, select_windows, window_max, window_min, window_spots,
+                                       window_stats)
+from sirst5k.params import NoiseBankParams
+from sirst5k.formats.frames import scene_runs
+from sirst5k.method.noise_model import fit_sequence, fit_temporal, pair_mask
 from sirst5k.method.transfer import (
     additive,
     draw_transfer_params,
@@ -48,6 +53,7 @@ from sirst5k.method.transfer import (
 from sirst5k.report import realism as R
 
 SIZE = 256
+SPOT_SIGMAS, SPOT_FLOOR, SCENE_CORR = NoiseBankParams.spot_sigmas, NoiseBankParams.spot_floor, NoiseBankParams.scene_corr
 WINDOW = 32
 
 
@@ -57,11 +63,14 @@ def load(paths):
     return np.stack([f for f in frames if f.shape == shape])
 
 
-def select(frames, max_peak=20.0, max_dip=20.0, temporal=2):
+def select(frames, max_peak=0.0, max_dip=0.0, temporal=2, spot_sigmas=SPOT_SIGMAS, spot_floor=SPOT_FLOOR):
+    """The bank's windows: by default as `noise-bank --temporal 2` keeps them (the spot rule on)."""
     var, mean = window_stats(frames, WINDOW, WINDOW)
     peak = window_max(frames, WINDOW, WINDOW) - mean if max_peak else None
     dip = mean - window_min(frames, WINDOW, WINDOW) if max_dip else None
-    return select_windows(var, mean, temporal=temporal, peak=peak, max_peak=max_peak, dip=dip, max_dip=max_dip)
+    spots = window_spots(frames, WINDOW, WINDOW, spot_sigmas, spot_floor) if spot_sigmas else None
+    return select_windows(var, mean, temporal=temporal, peak=peak, max_peak=max_peak, dip=dip, max_dip=max_dip,
+                          spots=spots)
 
 
 def kept_masks(shape, kept, length=2):
@@ -109,25 +118,37 @@ def main() -> None:
     ap.add_argument("--held-out", default="S2,S7,TH")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only-noise-only", action="store_true", help="section 2b alone")
+    ap.add_argument("--tile", type=int, default=NoiseBankParams().tile, help="the temporal fit's tile (px)")
+    ap.add_argument("--sections", default="1,2,2b,3", help="which sections to run (1 and 3 build the pooled bank)")
     args = ap.parse_args()
-    if args.only_noise_only:
-        C.header("noise realism, section 2b alone")
-        C.table(GOAL_HEADERS, goal_rows(list_sequences(C.data_root() / "sirst-v2-frames"), [], args.seed, True))
+    sections = {"2b"} if args.only_noise_only else set(args.sections.split(","))
+    if not sections & {"1", "3"}:
+        C.header(f"noise realism, sections {', '.join(sorted(sections))}")
+        seqs = list_sequences(C.data_root() / "sirst-v2-frames")
+        for sec, synthetic in (("2", False), ("2b", True)):
+            if sec in sections:
+                print(f"\n{sec}. the goal on {'noise-only' if synthetic else 'the real'} frames (see the module text)")
+                C.table(GOAL_HEADERS, goal_rows(seqs, [], args.seed, synthetic=synthetic, tile=args.tile))
         return
     held = [s for s in args.held_out.split(",") if s]
     C.header(f"noise realism: bank from SIRST-V2 without {', '.join(held)}; those are the images")
     t_start = time.perf_counter()
     sequences = list_sequences(C.data_root() / "sirst-v2-frames")
     bank_seqs, held_seqs, models, patches, names = {}, {}, [], [], []
+    t_models, t_names = [], []
     rows_clean = []
     for name, paths in sequences.items():
         frames = load(paths)
         if len(frames) < 2:
             continue
         kept = select(frames)
-        raw = select(frames, 0, 0)
-        rows_clean.append([name, "held out" if name in held else "bank", len(raw), len(kept),
-                           f"{1 - len(kept) / max(1, len(raw)):.1%}"])
+        raw = select(frames, spot_sigmas=0)
+        peaked = select(frames, 20, 20, spot_sigmas=0)
+        one_scene = np.concatenate([[False], scene_runs(list(frames), SCENE_CORR)[1] >= SCENE_CORR])
+        runs = np.cumsum(~one_scene)  # the scene runs the default split makes
+        in_runs = sum(len(select(frames[runs == r])) for r in np.unique(runs) if (runs == r).sum() >= 2)
+        rows_clean.append([name, "held out" if name in held else "bank", len(raw), len(peaked), len(kept),
+                           f"{1 - len(kept) / max(1, len(raw)):.1%}", int(runs[-1]), in_runs])
         if not len(kept):
             continue
         (held_seqs if name in held else bank_seqs)[name] = (frames, kept)
@@ -136,6 +157,10 @@ def main() -> None:
         p = extract_patches(frames, kept, WINDOW, WINDOW, 2)
         models.append(fit_sequence(p, frames))
         names.append(name)
+        tm = fit_temporal(frames, kept, 2, WINDOW)
+        if tm is not None:
+            t_models.append(tm)
+            t_names.append(name)
         patches.append(p.reshape(-1, WINDOW, WINDOW))
     bank = np.concatenate(patches)
     C.progress(f"bank: {len(bank):,} rows from {len(names)} sequences; {time.perf_counter() - t_start:.0f} s")
@@ -153,17 +178,19 @@ def main() -> None:
         ("additive/mosaic bank m=1", "additive", "mosaic", "bank", 1.0),
         ("additive/mosaic source m=1", "additive", "mosaic", "source", 1.0),
         ("additive/model source m=1", "additive", "model", "source", 1.0),
+        ("additive/model temporal source m=1", "additive", "model", "source", 1.0),
         ("additive/mosaic source m=0.5", "additive", "mosaic", "source", 0.5),
     ]
     groups = {"original": R.summarize(originals)}
     injected = {}
     for label, mode, field, sc, mix in modes:
+        use = t_models if "temporal" in label else models
         draws = draw_transfer_params(args.seed, ids, len(bank), (SIZE, SIZE), WINDOW, field,
-                                     source_sizes=orig_hw if sc == "source" else None, n_models=len(models))
-        out = transfer_images(originals, bank, draws, [mix], mode, models=models)
+                                     source_sizes=orig_hw if sc == "source" else None, n_models=len(use))
+        out = transfer_images(originals, bank, draws, [mix], mode, models=use)
         groups[label] = R.summarize(out)
         if mode == "additive":
-            field_img = _field(bank, draws, models, len(originals))
+            field_img = _field(bank, draws, use, len(originals))
             noise = (mix * (field_img - field_img.mean(axis=(1, 2), keepdims=True))).astype(np.float64)
             injected[label] = (R.summarize(noise, boxes=flat, sigma=False), noise, draws)
         C.progress(f"{label}: done; {time.perf_counter() - t_start:.0f} s")
@@ -174,25 +201,43 @@ def main() -> None:
     print("\n1. the sets, each in its own flat windows (variance < 50), against the originals and the bank frames")
     C.table(R.TABLE_HEADERS, R.realism_table(stats))
 
+    if "2" not in sections:
+        _section3(names, models, t_names, t_models, rows_clean, stats, args, t_start)
+        return
     print("\n2. the goal, one sensor at a time: each sequence's frames split alternately into bank frames and "
           "held-out frames (one recording: one sensor, one setting); the held-out frames ingested to 256 px; the "
           "injected noise (m = 1 additive, float) against the held-out frames' own noise at that scale")
-    C.table(GOAL_HEADERS, goal_rows(sequences, held, args.seed))
+    C.table(GOAL_HEADERS, goal_rows(sequences, held, args.seed, tile=args.tile))
     print("\n2b. the same, on frames whose noise is each sequence's fitted model alone over a smooth scene (no "
           "texture in the flat windows): what the scaling does where the bank holds noise only")
-    C.table(GOAL_HEADERS, goal_rows(sequences, held, args.seed, synthetic=True))
-    print("\n3. the fitted model of each bank sequence (native pitch) and the clean-bank rule")
+    C.table(GOAL_HEADERS, goal_rows(sequences, held, args.seed, synthetic=True, tile=args.tile))
+    _section3(names, models, t_names, t_models, rows_clean, stats, args, t_start)
+
+
+def _section3(names, models, t_names, t_models, rows_clean, stats, args, t_start):
+    print("\n3. the fitted models of each bank sequence (native pitch): the flat fit (format 1), the temporal fit "
+          "(format 2, every consecutive pair), and the clean-bank rule")
     C.table(["sequence", "windows", "sigma", "temporal", "fixed", "row stripes", "column stripes", "hot/dead px"],
             [[n, m.n_windows, m.sigma, m.sigma_temporal, m.sigma_fixed, m.sigma_row, m.sigma_col, len(m.defects)]
              for n, m in zip(names, models)])
-    C.table(["sequence", "role", "windows (paper rule, --temporal 2)", "with --max-peak 20 --max-dip 20", "rejected"],
-            rows_clean)
+    C.table(["sequence", "tiles", "tile px", "sigma", "temporal", "fixed stripes", "row stripes", "column stripes",
+             "hot/dead px"],
+            [[n, m.n_windows, m.fit_window, m.sigma, m.sigma_temporal, m.sigma_fixed, m.sigma_row, m.sigma_col,
+              len(m.defects)] for n, m in zip(t_names, t_models)])
+    tot = ["total", ""] + [sum(r[k] for r in rows_clean) for k in (2, 3, 4)] + [""] + \
+        [sum(r[k] for r in rows_clean) for k in (6, 7)]
+    tot[5] = f"{1 - tot[4] / max(1, tot[2]):.1%}"
+    C.table(["sequence", "role", "windows (paper rule, --temporal 2)", "--max-peak 20 --max-dip 20",
+             f"spot rule {SPOT_SIGMAS:g} sigma / {SPOT_FLOOR:g} (default)", "spot rule rejects", "scene runs at "
+             f"{SCENE_CORR:g} (default)", "windows in those runs"], rows_clean + [tot])
     R.psd_plot(stats, args.plot, "noise PSD of flat windows at 256 px: held-out images, transfers, bank frames")
     print(f"\n   PSD plot -> {args.plot}; {time.perf_counter() - t_start:.0f} s in all")
 
 
-GOAL_HEADERS = ("sequence", "scale", "own hp (windows)", "mosaic source / own", "|log10 PSD|", "model source / own",
-                "|log10 PSD|", "mosaic bank / own", "|log10 PSD|", "tile interiors: mosaic source / own")
+GOAL_HEADERS = ("sequence", "scale", "own hp (windows)", "own temporal (windows)", "mosaic / own hp", "|log10 PSD|",
+                "flat model / own hp", "|log10 PSD|", "temporal model / own hp", "|log10 PSD|",
+                "temporal model / own temporal", "|log10 PSD|", "one-scene pairs", "one-scene model / own temporal",
+                "|log10 PSD|")
 
 
 def noise_only(frames: np.ndarray, seed: int) -> np.ndarray:
@@ -214,25 +259,54 @@ def noise_only(frames: np.ndarray, seed: int) -> np.ndarray:
     return np.stack(out)
 
 
-def goal_rows(sequences, held, seed, synthetic: bool = False):
-    """Per sequence: bank from its even frames, the odd ones held out (see section 2)."""
-    rows, ratios = [], {"mosaic": [], "model": [], "bank": [], "foot": [], "psd_mosaic": [], "psd_model": []}
+def own_temporal(frames, kept, pairs, scale):
+    """The frames' temporal noise at `scale`: `(f_t - f_{t+1}) / sqrt(2)` of the allowed pairs and the
+    pair's stable mask (both frames in a kept window) resampled alike, in the 32-px windows wholly
+    inside the mask."""
+    t, h, w = frames.shape
+    ok = pair_mask(kept, 2, t, (h // WINDOW, w // WINDOW), pairs)
+    size = (round(h * scale[0]), round(w * scale[1]))
+    diffs, masks = [], []
+    for i in np.nonzero(ok.any(axis=(1, 2)))[0]:
+        d = (frames[i].astype(np.float32) - frames[i + 1].astype(np.float32)) / np.sqrt(2)
+        m = np.zeros((h, w), np.float32)
+        m[: ok.shape[1] * WINDOW, : ok.shape[2] * WINDOW] = np.kron(ok[i], np.ones((WINDOW, WINDOW), np.float32))
+        diffs.append(resample_like_ingest(d, size))
+        masks.append(resample_like_ingest(m, size))
+    if not diffs:
+        return None
+    return R.summarize(np.stack(diffs), boxes=R.inside_boxes(np.stack(masks)), sigma=False)
+
+
+def goal_rows(sequences, held, seed, synthetic: bool = False, tile: int = NoiseBankParams().tile):
+    """Per sequence of 8+ frames: frames in alternate pairs (0, 1 bank; 2, 3 held out; ...), so each
+    side keeps pairs of consecutive frames; the bank side's flat and temporal models and mosaic, the
+    held-out side's own high-pass and temporal noise as references (see section 2)."""
+    rows, cols = [], {k: [] for k in range(4, 15)}
     for name, paths in sequences.items():
         frames = load(paths)
         if len(frames) < 8:
             continue
         if synthetic:
             frames = noise_only(frames, seed)
-        bank_frames, held_frames = frames[0::2], frames[1::2]
+        idx = np.arange(len(frames))
+        b_idx, h_idx = idx[(idx // 2) % 2 == 0], idx[(idx // 2) % 2 == 1]
+        bank_frames, held_frames = frames[b_idx], frames[h_idx]
+        pairs_b, pairs_h = np.diff(b_idx) == 1, np.diff(h_idx) == 1
         kept_b, kept_h = select(bank_frames), select(held_frames)
         if len(kept_b) < 8 or len(kept_h) < 8:
             continue
         p = extract_patches(bank_frames, kept_b, WINDOW, WINDOW, 2)
         bank = p.reshape(-1, WINDOW, WINDOW)
-        models = [fit_sequence(p, bank_frames)]
+        flat_model = fit_sequence(p, bank_frames)
+        temporal_model = fit_temporal(bank_frames, kept_b, 2, WINDOW, pairs=pairs_b, tile=tile)
+        one_scene = pairs_b & (scene_runs(list(bank_frames), 0.9)[1] >= 0.9)
+        scene_model = (fit_temporal(bank_frames, kept_b, 2, WINDOW, pairs=one_scene, tile=tile)
+                       if one_scene.any() else None)
         h, w = held_frames.shape[1:]
         scale = (SIZE / h, SIZE / w)
-        own, foot = own_noise({name: (held_frames, kept_h)}, scale)
+        own, _ = own_noise({name: (held_frames, kept_h)}, scale)
+        own_t = own_temporal(held_frames, kept_h, pairs_h, scale)
         if own.n_windows < 10:
             continue
         images = np.stack([resize_image(f, SIZE) for f in held_frames])
@@ -240,28 +314,28 @@ def goal_rows(sequences, held, seed, synthetic: bool = False):
         orig = np.tile([h, w], (len(images), 1))
         flat = R.flat_boxes(images)
         got = {}
-        for key, field, src in (("mosaic", "mosaic", orig), ("model", "model", orig), ("bank", "mosaic", None)):
-            d = draw_transfer_params(seed, ids, len(bank), (SIZE, SIZE), WINDOW, field, source_sizes=src, n_models=1)
+        for key, field, models in (("mosaic", "mosaic", [flat_model]), ("flat", "model", [flat_model]),
+                                   ("temporal", "model", [temporal_model]), ("scene", "model", [scene_model])):
+            if models[0] is None:
+                continue
+            d = draw_transfer_params(seed, ids, len(bank), (SIZE, SIZE), WINDOW, field, source_sizes=orig, n_models=1)
             f = _field(bank, d, models, len(images)).astype(np.float64)
-            noise = f - f.mean(axis=(1, 2), keepdims=True)
-            got[key] = R.summarize(noise, boxes=flat, sigma=False)
-            if key == "mosaic":
-                tiles = [(y, x) for y in range(0, h - WINDOW + 1, WINDOW) for x in range(0, w - WINDOW + 1, WINDOW)]
-                tile_hp = np.median(footprint_hp(noise, [tiles] * len(noise), scale))
-        r = {k: got[k].highpass_median / own.highpass_median for k in got}
-        psd = {k: R.log_psd_distance(got[k].psd, own.psd) for k in got}
-        rows.append([name, f"{h}x{w} -> {SIZE}", f"{own.highpass_median:.3f} ({own.n_windows})", r["mosaic"],
-                     psd["mosaic"], r["model"], psd["model"], r["bank"], psd["bank"], tile_hp / np.median(foot)])
-        for k in ("mosaic", "model", "bank"):
-            ratios[k].append(r[k])
-        if np.isfinite(tile_hp / np.median(foot)):
-            ratios["foot"].append(tile_hp / np.median(foot))
-        ratios["psd_mosaic"].append(psd["mosaic"])
-        ratios["psd_model"].append(psd["model"])
+            got[key] = R.summarize(f - f.mean(axis=(1, 2), keepdims=True), boxes=flat, sigma=False)
+        ratio = lambda k, ref: (got[k].highpass_median / ref.highpass_median  # noqa: E731
+                                if k in got and ref is not None and ref.n_windows else float("nan"))
+        dist = lambda k, ref: (R.log_psd_distance(got[k].psd, ref.psd)  # noqa: E731
+                               if k in got and ref is not None and ref.n_windows else float("nan"))
+        row = [name, f"{h}x{w} -> {SIZE}", f"{own.highpass_median:.3f} ({own.n_windows})",
+               "-" if own_t is None else f"{own_t.highpass_median:.3f} ({own_t.n_windows})",
+               ratio("mosaic", own), dist("mosaic", own), ratio("flat", own), dist("flat", own),
+               ratio("temporal", own), dist("temporal", own), ratio("temporal", own_t), dist("temporal", own_t),
+               int(one_scene.sum()), ratio("scene", own_t), dist("scene", own_t)]
+        rows.append(row)
+        for k in cols:
+            if isinstance(row[k], float) and np.isfinite(row[k]):
+                cols[k].append(row[k])
         C.progress(f"goal: {name}")
-    med = lambda k: float(np.median(ratios[k]))  # noqa: E731
-    rows.append(["median", "", "", med("mosaic"), med("psd_mosaic"), med("model"), med("psd_model"), med("bank"), "",
-                 med("foot")])
+    rows.append(["median", "", "", ""] + [float(np.median(cols[k])) if cols[k] else float("nan") for k in range(4, 15)])
     return rows
 
 

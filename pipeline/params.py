@@ -26,6 +26,7 @@ Layout = Literal["auto", "dnanet", "basicirstd", "sirst", "sirst-v2", "folder"]
 TransferMode = Literal["blend", "additive"]
 NoiseField = Literal["resize", "mosaic", "model"]
 NoiseScale = Literal["source", "bank"]
+ModelFit = Literal["temporal", "flat"]
 Clamp = Literal["script", "clip"]
 Device = Literal["auto", "cpu", "cuda"]
 ROTATIONS = (0, 1, 2, 3)
@@ -152,22 +153,51 @@ class SynthParams(StepParams):
 
 @dataclass(frozen=True)
 class IngestParams(StepParams):
-    """A labelled dataset on disk -> shards at one image size."""
+    """A labelled dataset on disk -> shards at one image size, or each image at its own."""
 
     STEP: ClassVar[str] = "ingest"
+    NATIVE: ClassVar[str] = "native"
     layout: Layout = param("auto", "Dataset layout; auto detects it.")
-    size: int = param(256, "Side of the square shard images (bilinear; masks nearest).")
+    size: int | str = param(256, "Side of the square shard images (bilinear; masks nearest), or native: every "
+                                 "image at its own size and pixels (shards of one size each; schema 2 when the "
+                                 "sizes differ).")
     shard_size: int = param(256, "Samples per shard (one dask task each).")
     split_ratio: float = param(0.5, "Train fraction for the folder layout.")
     skip_bad: bool = param(False, "Warn about bad files and leave them out.")
     seed: int = param(0, "Global seed; every draw is keyed by (seed, stage, sample).")
+    keep_aspect: bool = param(False, "With a numeric --size: resize the long side to it (bilinear; masks nearest) "
+                                     "and pad the rest with 0 at the bottom/right to size x size; the valid box "
+                                     "is kept in meta valid_h/valid_w.", version="if_changed")
 
     def __post_init__(self) -> None:
         _choice("layout", self.layout, Layout)
-        _at_least("size", self.size, 16)
+        object.__setattr__(self, "size", self.parse_size(self.size))
+        if self.size != self.NATIVE:
+            _at_least("size", self.size, 16)
+        elif self.keep_aspect:
+            raise ParamError("keep_aspect", True, "needs a numeric --size (native keeps every image as it is)")
         _at_least("shard_size", self.shard_size, 1)
         if not 0.0 <= self.split_ratio <= 1.0:
             raise ParamError("split_ratio", self.split_ratio, "a fraction in [0, 1]")
+
+    @classmethod
+    def parse_size(cls, value: Any) -> int | str:
+        """`--size` as given: a whole number of pixels (int or text) or "native"."""
+        if isinstance(value, bool):
+            raise ParamError("size", value, "a whole number of pixels or native")
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower()
+        if text == cls.NATIVE:
+            return cls.NATIVE
+        try:
+            return int(text)
+        except ValueError:
+            raise ParamError("size", value, "a whole number of pixels or native") from None
+
+    @property
+    def native(self) -> bool:
+        return self.size == self.NATIVE
 
 
 @dataclass(frozen=True)
@@ -190,12 +220,25 @@ class NoiseBankParams(StepParams):
                                 "any frame (dead pixels, dark spots); 0 = no limit, as in the paper. With "
                                 "--max-peak 20, 20 is the clean bank we suggest for real frames.",
                            version="if_changed")
-    scene_corr: float = param(0.0, "Split each sequence into runs of one scene: consecutive frames whose 32x32 "
+    scene_corr: float = param(0.9, "Split each sequence into runs of one scene: consecutive frames whose 32x32 "
                                    "thumbnails correlate below this (or differ in size) start a new run, so no "
-                                   "temporal window spans a scene cut; 0 = off.", version="if_changed")
+                                   "temporal window spans a scene cut; 0 = off (before: the only way).",
+                              version="if_changed")
     model: bool = param(False, "Also fit each sequence's sensor-noise model (temporal and fixed-pattern noise, "
                                "row/column stripes, 2-D noise spectrum, hot/dead pixels) into the bank, for "
                                "transfer --field model.", version="if_changed")
+    spot_sigmas: float = param(8.0, "Reject a window where a pixel stands out from its 5x5 median by this many times "
+                                    "the window's robust noise level (and --spot-floor), above or below: hot and "
+                                    "dead pixels, targets up to 3x3 px; 0 = off (before: the only way).",
+                               version="if_changed")
+    spot_floor: float = param(10.0, "... and by at least this many grey levels.", version="if_changed")
+    model_fit: ModelFit = param("temporal", "How --model fits: temporal (noise by construction: differences of "
+                                            "consecutive frames in stable 256-px tiles, fixed stripes from whole "
+                                            "sensor rows/columns; model format 2) or flat (each kept window's own "
+                                            "pixels, texture included; format 1, before).", version="if_changed")
+    model_tile: int = param(0, "Tile side of the temporal fit (native pixels, a multiple of --window; halved "
+                               "where a sequence has too few stable tiles); 0 = the largest multiple of "
+                               "--window up to 256.", version="if_changed")
     allow_overlap: bool = param(False, "Build the bank even when a frame is (or nearly is) an image of the test "
                                        "split; otherwise that is an error naming both files.", version="if_changed")
 
@@ -207,11 +250,55 @@ class NoiseBankParams(StepParams):
         _at_least("temporal", self.temporal, 0)
         _at_least("max_peak", self.max_peak, 0)
         _at_least("max_dip", self.max_dip, 0)
+        _at_least("spot_sigmas", self.spot_sigmas, 0)
+        _at_least("spot_floor", self.spot_floor, 0)
+        _choice("model_fit", self.model_fit, ModelFit)
+        if self.model and self.model_fit == "temporal" and self.stride != self.window:
+            raise ParamError("stride", self.stride, "the temporal model fit tiles whole windows: use --stride "
+                                                    "= --window, or --model-fit flat")
+        # checked only where it is used: a bank without --model (or fitted flat) has no tiles
+        if self.model_tile and self.model and self.model_fit == "temporal" and (
+                self.model_tile < self.window or self.model_tile % self.window):
+            raise ParamError("model_tile", self.model_tile, f"a multiple of the window ({self.window}), or 0")
+        _at_least("model_tile", self.model_tile, 0)
         if not 0.0 <= self.scene_corr <= 1.0:
             raise ParamError("scene_corr", self.scene_corr, "a correlation in [0, 1]; 0 = off")
         # typer hands floats; the bank's attributes (and so its version) store them as floats
-        for name in ("max_var", "min_mean", "max_seq_var", "max_seq_mean", "max_peak", "max_dip", "scene_corr"):
+        for name in ("max_var", "min_mean", "max_seq_var", "max_seq_mean", "max_peak", "max_dip", "scene_corr",
+                     "spot_sigmas", "spot_floor"):
             object.__setattr__(self, name, float(getattr(self, name)))
+
+    # The clean-bank defaults (scene split, spot rule) enter the version only where they changed
+    # what the bank holds (the stage adds them then: `applied_version`), so a bank they leave as it
+    # was (the synthetic `make repro` one: no cut, no spot by construction) keeps its version and
+    # bytes, and a real bank they cleaned names them.
+    CLEAN_FIELDS: ClassVar[tuple[str, ...]] = ("scene_corr", "spot_sigmas", "spot_floor")
+
+    def version_dict(self) -> dict[str, Any]:
+        """As every step's, but the clean-bank fields are left to `applied_version`, and the model's
+        fit enters only with `--model` and the temporal fit (the flat fit keeps the old version)."""
+        out = super().version_dict()
+        for name in (*self.CLEAN_FIELDS, "model_fit", "model_tile"):
+            out.pop(name, None)
+        if self.model and self.model_fit != "flat":
+            out.update(model_fit=self.model_fit, model_tile=self.tile)
+        return out
+
+    @property
+    def tile(self) -> int:
+        """The temporal fit's tile side: `model_tile`, or for 0 the largest multiple of the window
+        up to 256 (256 for the default 32-px window)."""
+        return self.model_tile or max(256 // self.window, 1) * self.window
+
+    def applied_version(self, split: bool, spotted: bool) -> dict[str, Any]:
+        """`version_dict` plus the scene split when it cut a sequence, the spot rule when it rejected
+        a window: the bank's version and attributes."""
+        out = self.version_dict()
+        if split:
+            out["scene_corr"] = self.scene_corr
+        if spotted:
+            out.update(spot_sigmas=self.spot_sigmas, spot_floor=self.spot_floor)
+        return out
 
 
 @dataclass(frozen=True)

@@ -158,7 +158,8 @@ def test_empty_bank_is_an_error_with_a_hint(tmp_path: Path, scheduler: str, temp
     for i in range(3):
         save(frames / "busy" / f"{i}.png", rng.integers(0, 256, (64, 64)).astype(np.uint8))
     out = tmp_path / "bank.h5"
-    result = bank(frames, out, "--temporal", temporal, scheduler=scheduler)
+    # (--scene-corr 0: the default split would make each random frame a scene of its own)
+    result = bank(frames, out, "--temporal", temporal, "--scene-corr", 0, scheduler=scheduler)
     assert result.exit_code == 2
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"error: {frames}: empty noise bank: no window passed the thresholds: loosen "
@@ -215,8 +216,9 @@ def test_max_peak_keeps_bright_spots_out_of_the_bank(tmp_path: Path, scheduler: 
         frame[20:22, 40:42] += 40
         save(frames / "seqA" / f"{i}.png", frame)
     paper, peaked = tmp_path / "paper.h5", tmp_path / "peaked.h5"
-    assert bank(frames, paper, scheduler=scheduler).exit_code == 0
-    result = bank(frames, peaked, "--max-peak", "20", scheduler=scheduler)
+    # (--spot-sigmas 0: the paper's rule; the clean-bank default would take the spot out itself)
+    assert bank(frames, paper, "--spot-sigmas", "0", scheduler=scheduler).exit_code == 0
+    result = bank(frames, peaked, "--max-peak", "20", "--spot-sigmas", "0", scheduler=scheduler)
     assert result.exit_code == 0, result.output
     got, want = read_bank(peaked), read_bank(paper)
     # 16 boxes of 16 px on a 64 x 64 frame; the spot's box (y 16, x 32) goes, in all three frames

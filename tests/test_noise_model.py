@@ -10,6 +10,7 @@ from sirst5k.method.noise_model import (
     draw_model_params,
     find_defects,
     fit_sequence,
+    fit_temporal,
     interp_psd1d,
     interp_psd2d,
     model_field,
@@ -148,3 +149,96 @@ def test_draws_and_storage_round_trip():
         for k in ("psd2d", "row_psd", "col_psd", "defects", "defect_level", "defect_fraction"):
             np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
     assert back[0].defects.tolist() == [[5, 6]] and len(back[1].defects) == 0
+
+
+# ---------------------------------------------------------------- the temporal fit (model format 2)
+
+TT, TH, TW = 6, 512, 512
+
+
+def all_kept(t: int = TT, h: int = TH, w: int = TW) -> np.ndarray:
+    """Every 32-px box kept for the whole sequence: [K, 3] (t0 = 0, gy, gx)."""
+    gy, gx = np.meshgrid(np.arange(h // WIN), np.arange(w // WIN), indexing="ij")
+    return np.stack([np.zeros(gy.size, np.int64), gy.ravel(), gx.ravel()], axis=1)
+
+
+def textured_scene(seed: int = 20, std: float = 6.0) -> np.ndarray:
+    """A static scene with texture at every scale (white noise blurred at 1, 3 and 10 px), std `std`."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    scene = sum(ndimage.gaussian_filter(rng.normal(0, 1, (TH, TW)), s, mode="wrap") * s for s in (1.0, 3.0, 10.0))
+    return 120 + std * scene / scene.std()
+
+
+def test_temporal_fit_measures_the_noise_not_the_static_scenes_texture():
+    sigma = 2.0
+    frames = textured_scene() + np.random.default_rng(21).normal(0, sigma, (TT, TH, TW))
+    flat = fit_sequence(windows_of(frames), frames)
+    m = fit_temporal(frames, all_kept(), TT, WIN, tile=128)
+    assert flat.sigma > 2 * sigma  # the flat fit takes the texture for noise ...
+    assert m.sigma_temporal == pytest.approx(sigma, rel=0.03)  # ... the difference of frames does not
+    assert m.sigma == pytest.approx(sigma, rel=0.05)
+    assert m.psd2d.shape == (128, 128) and m.fit_window == 128 and m.window == 128
+    assert m.psd2d.mean() == pytest.approx(sigma**2, rel=0.05)
+    assert m.psd2d[1:, 1:].std() / m.psd2d[1:, 1:].mean() < 0.2  # white: flat, texture's slope gone
+    # the texture (std 6) leaves < 15 % of sigma as fixed stripes (16 independent tiles of it)
+    assert m.sigma_fixed < 0.15 * sigma and m.sigma_row < 0.15 * sigma and m.sigma_col < 0.15 * sigma
+    assert m.mean_level == pytest.approx(frames.mean(), abs=1)
+    assert (m.n_windows, m.n_frames, m.frame_h, m.frame_w) == ((TT - 1) * 16, TT, TH, TW)
+
+
+def test_temporal_fit_column_stripe_of_known_amplitude_is_fixed_and_kept():
+    rng = np.random.default_rng(22)
+    amplitude, sigma = 1.5, 2.0
+    stripes = rng.normal(0, amplitude, TW)  # one offset per column, the same in every frame
+    frames = textured_scene(23) + stripes + rng.normal(0, sigma, (TT, TH, TW))
+    m = fit_temporal(frames, all_kept(), TT, WIN, tile=128)
+    # a 128-px tile's plane takes 2 of its 128 column offsets' degrees of freedom
+    assert m.sigma_col == pytest.approx(amplitude * np.sqrt(126 / 128), rel=0.1)
+    assert m.sigma_fixed == pytest.approx(amplitude * np.sqrt(126 / 128), rel=0.1)
+    assert m.sigma_row < 0.2
+    assert m.sigma_temporal == pytest.approx(sigma, rel=0.05)  # the stripe cancels in the difference
+    f = synthesize(m, (400, 600), seed=2)
+    assert f.mean(axis=0).std() == pytest.approx(amplitude, rel=0.25)
+
+
+def test_temporal_fit_planted_hot_pixel_tile_halving_and_scene_pairs():
+    rng = np.random.default_rng(24)
+    frames = textured_scene(25) + rng.normal(0, 2.0, (TT, TH, TW))
+    frames[:, 100, 300] += 60  # hot
+    m = fit_temporal(frames, all_kept(), TT, WIN, tile=128)
+    assert m.defects.tolist() == [[100, 300]] and m.defect_level[0] == pytest.approx(60, abs=4)
+    # only one 64-px region is stable: fewer than MIN_TILES 128-px tiles, so the tile halves
+    kept = np.array([[0, gy, gx] for gy in (2, 3) for gx in (4, 5)], np.int64)
+    small = fit_temporal(frames, kept, TT, WIN, tile=128, min_tiles=4)
+    assert small.fit_window == 64 and small.n_windows == TT - 1
+    assert small.psd2d.shape == (128, 128)  # stored on the tile grid
+    assert small.sigma_temporal == pytest.approx(2.0, rel=0.1)
+    # pairs across a scene cut are not used; none left: no model
+    pairs = np.zeros(TT - 1, bool)
+    assert fit_temporal(frames, all_kept(), TT, WIN, pairs=pairs, tile=128) is None
+    pairs[2] = True
+    assert fit_temporal(frames, all_kept(), TT, WIN, pairs=pairs, tile=128).n_windows == 16
+    # storage keeps the format-2 field; a format-1 model has none
+    back = models_from_arrays(models_to_arrays([m]))[0]
+    assert back.fit_window == 128 and np.array_equal(back.psd2d, m.psd2d)
+    assert "fit_window" not in models_to_arrays([fit_sequence(windows_of(frames[:, :256, :256]))])
+
+
+def windows_of(frames: np.ndarray) -> np.ndarray:
+    t, h, w = frames.shape
+    return frames.reshape(t, h // WIN, WIN, w // WIN, WIN).transpose(1, 3, 0, 2, 4).reshape(-1, t, WIN, WIN)
+
+
+def test_temporal_fit_median_option_ignores_a_minority_of_two_view_pairs():
+    rng = np.random.default_rng(26)
+    sigma = 2.0
+    frames = textured_scene(27) + rng.normal(0, sigma, (TT, TH, TW))
+    frames[3:] += textured_scene(28) - textured_scene(27)  # a cut: pair (2, 3) is two views
+    mean = fit_temporal(frames, all_kept(), TT, WIN, tile=128)  # the default: the mean
+    med = fit_temporal(frames, all_kept(), TT, WIN, tile=128, average="median")
+    assert mean.sigma_temporal > 1.5 * sigma  # the mean takes the two scenes' difference for noise
+    # one pair in five is two views: the median moves by under 10 % (the mean by over 50 %)
+    assert med.sigma_temporal == pytest.approx(sigma, rel=0.1)
+    assert med.sigma == pytest.approx(sigma, rel=0.1)

@@ -121,3 +121,14 @@ def test_dvc_yaml_quotes_the_user_paths_it_passes() -> None:
         uses = re.findall(r'(\S*\$\{' + re.escape(var) + r'\}\S*)', "\n".join(
             line for line in text.splitlines() if not line.strip().startswith("-")))
         assert uses and all(u.startswith('"') and u.endswith('"') for u in uses), uses
+
+
+def test_model_tile_is_checked_only_where_it_is_used_and_follows_the_window():
+    from sirst5k.params import NoiseBankParams
+
+    assert NoiseBankParams(window=24).window == 24  # no --model: no tile to check
+    assert NoiseBankParams(window=24, model=True).tile == 240  # 0 = the largest multiple up to 256
+    assert NoiseBankParams(model=True).tile == 256
+    assert NoiseBankParams(window=24, model=True).version_dict()["model_tile"] == 240
+    with pytest.raises(ParamError, match="model_tile|model-tile"):
+        NoiseBankParams(window=24, model=True, model_tile=100)

@@ -18,7 +18,11 @@ One HDF5 file, one row per (kept window, frame), so a shard's `noise_id` is a ro
   `defect_model`, `defect_y`, `defect_x` (int64), `defect_level`, `defect_fraction` (float64);
   attributes `fitted_by`, `defect_level`, `defect_sigmas`, `defect_fraction`, `window`. A bank
   without it is what every bank before was, byte for byte; readers that do not know `/model`
-  ignore it, so the schema version stays 1.
+  ignore it, so the schema version stays 1. Model format 2 (the temporal fit, `noise_model.
+  fit_temporal`, the default of `noise-bank --model`; `--model-fit flat` writes format 1 as
+  before, byte for byte) adds `fit_window` (int64: the tile side each model was fitted on) and the
+  attributes `model_format` (2), `fit` ("temporal"), `tile`, `average` and `min_tiles`; its
+  spectra are `[S, tile, tile]` and `[S, tile]` (`window` stays the bank's box side).
 
 The stage writes one part file per sequence in its workers (`write_part`) and merges them into
 the bank (`merge_parts`). Both files are built in memory and written with one plain file write:
@@ -61,6 +65,7 @@ ROW_FIELDS: dict[str, type] = {
 TEXT_FIELDS = ("sequence", "frame")
 MODEL_GROUP = "model"
 MODEL_ARRAYS: tuple[str, ...] = (*nm.SCALARS, *nm.COUNTS, *nm.SPECTRA, *nm.DEFECT_FIELDS)
+MODEL_FORMAT = 2  # of the temporal fit; a bank whose /model has no `model_format` is format 1
 PATCH_CHUNK_ROWS = 256
 _memory_names = itertools.count()
 
@@ -158,6 +163,9 @@ def merge_parts(parts: Sequence[Part], out: str | Path, attrs: Mapping[str, obje
                     g = f[MODEL_GROUP]
                     for k in MODEL_ARRAYS:
                         models[k].append(g[k][()] + (len(models["sequence"]) if k == "defect_model" else 0))
+                    for k in nm.TEMPORAL_FIELDS:
+                        if k in g:
+                            models.setdefault(k, []).append(g[k][()])
                     models["sequence"].append(np.array([p.sequence], dtype=object))
                     models["first_row"].append(np.array([row_base], np.int64))
                     models["n_rows"].append(np.array([p.rows], np.int64))
@@ -180,7 +188,10 @@ def merge_parts(parts: Sequence[Part], out: str | Path, attrs: Mapping[str, obje
             f.create_dataset(k, data=np.concatenate(cols[k]), track_times=False)
         if models["sequence"]:
             g = f.create_group(MODEL_GROUP, track_order=False)
-            for key, value in sorted(_model_attrs(w).items()):
+            tile = models.get("fit_window") and int(np.concatenate(models["psd2d"]).shape[-1])
+            if "fit_window" in models and len(models["fit_window"]) != len(models["sequence"]):
+                raise ValueError("merge_parts: the parts' models are of two formats")
+            for key, value in sorted(_model_attrs(w, tile or None).items()):
                 g.attrs[key] = value
             for k in sorted(models):
                 data = np.concatenate(models[k])
@@ -190,10 +201,15 @@ def merge_parts(parts: Sequence[Part], out: str | Path, attrs: Mapping[str, obje
     return rows
 
 
-def _model_attrs(window: int) -> dict[str, object]:
-    return {"fitted_by": "sirst5k.method.noise_model.fit_sequence", "window": int(window),
-            "defect_level": float(nm.DEFECT_LEVEL), "defect_sigmas": float(nm.DEFECT_SIGMAS),
-            "defect_fraction": float(nm.DEFECT_FRACTION)}
+def _model_attrs(window: int, tile: int | None = None) -> dict[str, object]:
+    """The /model group's attributes: format 1 (flat fit) as before; format 2 (tile given) adds its own."""
+    out = {"fitted_by": "sirst5k.method.noise_model.fit_sequence", "window": int(window),
+           "defect_level": float(nm.DEFECT_LEVEL), "defect_sigmas": float(nm.DEFECT_SIGMAS),
+           "defect_fraction": float(nm.DEFECT_FRACTION)}
+    if tile:
+        out.update(fitted_by="sirst5k.method.noise_model.fit_temporal", model_format=MODEL_FORMAT, fit="temporal",
+                   tile=int(tile), average=nm.MODEL_AVERAGE, min_tiles=int(nm.MIN_TILES))
+    return out
 
 
 def _write_file(path: Path, fill: Callable[[h5py.File], None], what: str, *, atomic: bool) -> None:
@@ -336,7 +352,7 @@ def read_models(path: str | Path) -> BankModels:
         if missing:
             raise InputError(path, f"noise bank's /model lacks {', '.join(missing)}")
         try:
-            arrays = {k: g[k][()] for k in MODEL_ARRAYS}
+            arrays = {k: g[k][()] for k in (*MODEL_ARRAYS, *(k for k in nm.TEMPORAL_FIELDS if k in g))}
             sequence = tuple(g["sequence"].asstr()[()])
             first_row, n_rows = g["first_row"][()], g["n_rows"][()]
         except OSError as err:

@@ -13,7 +13,8 @@ Two checks a bank of real frames wants (`noise-bank --scene-corr`, `--allow-over
   (PIL box average, aspect ignored), standardised to mean 0 and std 1; two consecutive frames are
   one scene when they have the same size and the correlation of their thumbnails (the mean of
   the product) is at least `min_corr` (two flat thumbnails count as one scene, one flat and one
-  not as a cut). Frames of one scene a few video frames apart correlate above 0.95; the SIRST-V2
+  not as a cut), or their thumbnails differ by at most `SCENE_RMS` grey levels RMS (a featureless
+  scene's thumbnails are noise and do not correlate, yet it is one scene). Frames of one scene a few video frames apart correlate above 0.95; the SIRST-V2
   folders, sparse views of a recording, mostly below 0.7.
 - **No test image in the bank** (`check_test_overlap`). A frame is refused when its decoded grey
   pixels equal a test image's (sha256 of shape and pixels: a PNG re-saved as BMP is caught), or
@@ -38,6 +39,7 @@ from sirst5k.formats.folders import check_root, describe, natural_key, visible
 from sirst5k.formats.imageio import image_size, is_image_file, read_grey, resize_image
 
 THUMB = 32  # thumbnail side of the similarity tests
+SCENE_RMS = 2.0  # grey levels: thumbnails closer than this (RMS) are one scene whatever they correlate
 NEAR_CORR = 0.95  # thumbnails at least this correlated are compared pixel by pixel ...
 NEAR_MAD = 3.0  # ... and are one image when they differ by at most this many grey levels on average
 
@@ -114,15 +116,24 @@ def sequence_shape(shapes: Iterable[tuple[int, ...]]) -> tuple[int, ...] | None:
 # ---------------------------------------------------------------- one scene, or a cut
 
 
-def thumbnail(image: np.ndarray, side: int = THUMB) -> np.ndarray:
+def thumbnail(image: np.ndarray, side: int = THUMB, standardise: bool = True) -> np.ndarray:
     """A grey image `[H, W]` as a `[side, side]` float64 thumbnail (PIL box average, aspect ignored),
-    standardised to mean 0 and std 1 (all 0 for a flat image)."""
+    standardised to mean 0 and std 1 (all 0 for a flat image); in grey levels with `standardise` off."""
     img = np.asarray(image)
     if img.ndim != 2:
         raise ValueError(f"image must be [H, W], got shape {img.shape}")
-    t = np.asarray(Image.fromarray(np.ascontiguousarray(img, np.float32)).resize((side, side), Image.Resampling.BOX),
-                   np.float64)
-    t = t - t.mean()
+    if img.dtype == np.uint8:  # PIL's own L -> F conversion: the same float32 pixels, ~2x faster than numpy's
+        pil = Image.fromarray(np.ascontiguousarray(img)).convert("F")
+    else:
+        pil = Image.fromarray(np.ascontiguousarray(img, np.float32))
+    t = np.asarray(pil.resize((side, side), Image.Resampling.BOX), np.float64)
+    return standardised(t) if standardise else t
+
+
+def standardised(thumb: np.ndarray) -> np.ndarray:
+    """A grey-level thumbnail (`thumbnail(..., standardise=False)`) standardised to mean 0 and std 1
+    (all 0 for a flat one): `thumbnail(image)` is `standardised(thumbnail(image, standardise=False))`."""
+    t = thumb - thumb.mean()
     sd = float(np.sqrt(np.mean(t * t)))
     return t / sd if sd > 1e-6 else np.zeros_like(t)
 
@@ -135,18 +146,57 @@ def similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(a * b))
 
 
-def scene_runs(images: Sequence[np.ndarray], min_corr: float) -> tuple[np.ndarray, np.ndarray]:
+def scene_runs(images: Sequence[np.ndarray], min_corr: float,
+               thumbs: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Which run of one scene each frame is in: (run index `[T]` int64, from 0, and the
-    correlation of each frame with the one before `[T - 1]`, NaN where the sizes differ)."""
-    thumbs = [thumbnail(im) for im in images]
+    correlation of each frame with the one before `[T - 1]`, NaN where the sizes differ).
+    thumbs: each image's `thumbnail(image, standardise=False)`, when the caller has them already."""
+    raw = [thumbnail(im, standardise=False) for im in images] if thumbs is None else list(thumbs)
+    if len(raw) != len(images):
+        raise ValueError(f"{len(raw)} thumbnails for {len(images)} images")
+    thumbs = [standardised(t) for t in raw]  # one resize a frame
     corr = np.full(max(0, len(thumbs) - 1), np.nan)
     run = np.zeros(len(thumbs), np.int64)
     for i in range(1, len(thumbs)):
         same_size = np.shape(images[i]) == np.shape(images[i - 1])
+        close = False
         if same_size:
             corr[i - 1] = similarity(thumbs[i - 1], thumbs[i])
-        run[i] = run[i - 1] + (0 if same_size and corr[i - 1] >= min_corr else 1)
+            close = float(np.sqrt(np.mean((raw[i] - raw[i - 1]) ** 2))) <= SCENE_RMS
+        run[i] = run[i - 1] + (0 if same_size and (corr[i - 1] >= min_corr or close) else 1)
     return run, corr
+
+
+def scene_run_index(images: Sequence[np.ndarray | None], min_corr: float,
+                    thumbs: Sequence[np.ndarray | None] | None = None) -> np.ndarray:
+    """The scene run (`scene_runs`) of each of a sequence's frames, decoded already: `[T]` int64, from 0.
+
+    images: each frame's grey pixels, None for one that could not be read. An unreadable frame, and
+    one of another size than most of the sequence's (the noise-bank task skips it, saying so), is no
+    cut: it stays in the run of the frame before it (run 0 at the start). thumbs: each image's
+    `thumbnail(image, standardise=False)` (None where the image is), when the caller has them.
+    """
+    where = [i for i, im in enumerate(images) if im is not None]
+    common = sequence_shape(np.shape(images[i]) for i in where)
+    where = [i for i in where if np.shape(images[i]) == common]
+    run_of_readable, _ = scene_runs([images[i] for i in where], min_corr,
+                                    None if thumbs is None else [thumbs[i] for i in where])
+    readable_run = dict(zip(where, run_of_readable.tolist()))
+    run = np.zeros(len(images), np.int64)
+    last = 0
+    for i in range(len(images)):
+        last = readable_run.get(i, last)
+        run[i] = last
+    return run
+
+
+def run_names(name: str, run: np.ndarray) -> list[tuple[str, list[int]]]:
+    """The runs of one sequence from `scene_run_index`: `(run name, frame indices)` in run order; a
+    sequence of one run keeps its name, runs of a cut one are `<name>-run<k>` (k from 1)."""
+    n_runs = int(run.max()) + 1 if len(run) else 0
+    if n_runs <= 1:
+        return [(name, list(range(len(run))))]
+    return [(f"{name}-run{k + 1}", np.flatnonzero(run == k).tolist()) for k in range(n_runs)]
 
 
 def split_scene_runs(sequences: dict[str, list[Path]], min_corr: float, *, skip_bad: bool = False,
@@ -155,31 +205,22 @@ def split_scene_runs(sequences: dict[str, list[Path]], min_corr: float, *, skip_
     name, runs of a cut one are named `<name>-run<k>` (k from 1), in frame order.
 
     Frames are decoded to test them. An unreadable frame raises InputError, or with
-    `skip_bad` stays in the run it is in (the noise-bank task then reports it).
+    `skip_bad` stays in the run it is in (the noise-bank task then reports it); so does a frame
+    of another size than most of its sequence's (the task skips it, saying so). (The noise-bank
+    stage splits in its tasks, from the frames it decodes once: `scene_run_index`, `run_names`.)
     """
     out: dict[str, list[Path]] = {}
     for name, paths in sequences.items():
-        images, where = [], []
-        for i, p in enumerate(paths):
+        images: list[np.ndarray | None] = []
+        for p in paths:
             try:
                 images.append(read(p))
-                where.append(i)
             except InputError:
                 if not skip_bad:
                     raise
-        run_of_readable, _ = scene_runs(images, min_corr)
-        readable_run = dict(zip(where, run_of_readable.tolist()))
-        run = np.zeros(len(paths), np.int64)
-        last = 0
-        for i in range(len(paths)):  # an unreadable frame stays with the frame before it
-            last = readable_run.get(i, last)
-            run[i] = last
-        n_runs = int(run.max()) + 1 if len(paths) else 0
-        if n_runs <= 1:
-            out[name] = list(paths)
-            continue
-        for k in range(n_runs):
-            out[f"{name}-run{k + 1}"] = [p for p, r in zip(paths, run) if r == k]
+                images.append(None)
+        for run_name, idx in run_names(name, scene_run_index(images, min_corr)):
+            out[run_name] = [paths[i] for i in idx]
     return out
 
 

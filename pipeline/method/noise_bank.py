@@ -16,14 +16,25 @@ its variance, so the variance test lets it into the bank, from where the transfe
 an unlabelled target into a labelled image. `max_dip` is its mirror for dark spots (dead pixels,
 cold targets): the darkest pixel must fall less than `max_dip` below the box's mean.
 
+The clean-bank default (`spot_sigmas`, `spot_floor`; `window_spots`): a box is rejected in a frame
+where one of its pixels stands out from its 5x5 median by at least `max(spot_sigmas * s,
+spot_floor)` grey levels, above or below, `s` being the box's own robust noise level (1.4826 x the
+median absolute deviation of those differences). Relative to the box's noise, so a noisy sensor's
+own tails (8 sigma: once in ~1e15 Gaussian pixels) and a smooth gradient or cloud (the 5x5 median
+follows it) are kept, while a hot or dead pixel or a target up to 3x3 px (it fills at most 9 of
+the 25 median samples) is not; the floor keeps the rule from firing on one grey level in boxes
+whose noise quantises to 0.
+
 Pure functions over arrays; `window_stats` also takes torch tensors (CPU or CUDA) and returns
-tensors then, so a GPU worker keeps the per-pixel work on the device.
+tensors then, so a GPU worker keeps the per-pixel work on the device. torch is imported only for
+a tensor, or for numpy frames whose statistics cannot be exact in float64 (see `window_stats`).
 """
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
-import torch
 
 from sirst5k.params import NoiseBankParams  # the defaults, written once
 
@@ -52,7 +63,13 @@ def temporal_length(n_frames: int, temporal: int) -> int:
     return n_frames if temporal == 0 else temporal
 
 
-def window_stats(frames: np.ndarray | torch.Tensor, window: int, stride: int):
+def _is_tensor(x) -> bool:
+    """A torch tensor? (No import: a tensor exists only once torch is imported.)"""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def window_stats(frames, window: int, stride: int):
     """Population variance (ddof=0) and mean of every window on the grid, per frame.
 
     Args:
@@ -65,7 +82,21 @@ def window_stats(frames: np.ndarray | torch.Tensor, window: int, stride: int):
         input's device for a tensor input. Computed in float64 with a two-pass variance, so it
         matches `np.var`/`np.mean` of the same box to rounding (exactly, for integer pixels and
         a power-of-two window).
+
+    Integer numpy frames whose two-pass float64 statistics are exact whatever the order of the
+    additions (`_exact_in_float64`: a power-of-two box; for a 32-px box, pixels of up to 11 bits)
+    are computed from float64 box sums in numpy (`_window_stats_exact`), without torch: the same
+    exact values, so the same bits as the float64 torch reduction below (which other inputs take).
     """
+    if not _is_tensor(frames):
+        x = np.asarray(frames)
+        if x.ndim != 3:
+            raise ValueError(f"frames must be [T, H, W], got shape {tuple(x.shape)}")
+        grid_shape(x.shape[1], x.shape[2], window, stride)
+        if _exact_in_float64(x, window):
+            return _window_stats_exact(x, window, stride)
+    import torch
+
     as_numpy = not isinstance(frames, torch.Tensor)
     x = torch.from_numpy(np.ascontiguousarray(frames)) if as_numpy else frames
     if x.ndim != 3:
@@ -91,6 +122,64 @@ def window_stats(frames: np.ndarray | torch.Tensor, window: int, stride: int):
     return var, mean
 
 
+def _exact_in_float64(x: np.ndarray, window: int) -> bool:
+    """Whether every step of the float64 two-pass mean and variance of a `window`-px box of `x`
+    is exact, in any order of the additions: integer pixels below 2^b in magnitude and their
+    range below 2^b, n = window^2 a power of two (2^k): the sum (< 2^(b+k)) and the mean
+    (sum / 2^k) are exact; each deviation is a multiple of 2^-k below 2^b, its square a multiple
+    of 2^-2k below 2^2b, and their partial sums stay below 2^(2b+k): all exact while
+    2b + 3k <= 53 (uint8 and a 32-px box: 46). `_window_stats_exact` needs no more."""
+    if x.size == 0:
+        return True
+    if not np.issubdtype(x.dtype, np.integer):
+        return False
+    n = window * window
+    if n & (n - 1):
+        return False
+    k = n.bit_length() - 1
+    lo, hi = int(x.min()), int(x.max())
+    b = max(abs(lo), abs(hi), hi - lo).bit_length()
+    return 2 * b + 3 * k <= 53
+
+
+def _window_stats_exact(x: np.ndarray, window: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """`window_stats` for frames `_exact_in_float64` allows: box sums S and sums of squares Q in
+    float64, all integers below 2^53 and so exact in any order (boxes side by side: sums over a
+    reshaped view; overlapping ones: products with 0/1 box matrices, `rows @ frame @ cols`);
+    mean = S / n and var = (n Q - S^2) / n^2, both exact (n Q and S^2 are below 2^(2b+2k), their
+    difference is n^2 times the exact variance, n a power of two)."""
+    t, h, w = x.shape
+    gy, gx = grid_shape(h, w, window, stride)
+    var = np.empty((t, gy, gx), np.float64)
+    mean = np.empty_like(var)
+    if not (t and gy and gx):
+        return var, mean
+    n = np.float64(window * window)
+    ys, xs = np.arange(gy) * stride, np.arange(gx) * stride
+    hh, ww = ys[-1] + window, xs[-1] + window  # the part of the frame the grid covers
+    offsets = np.arange(window)  # the 0/1 box matrices, for boxes that overlap
+    rows = np.zeros((gy, hh), np.float64)
+    rows[np.arange(gy)[:, None], ys[:, None] + offsets] = 1.0
+    cols = np.zeros((ww, gx), np.float64)
+    cols[xs[:, None] + offsets, np.arange(gx)[:, None]] = 1.0
+    step = max(1, _CHUNK_ELEMENTS // max(1, h * w))
+
+    def box_sums(values: np.ndarray) -> np.ndarray:
+        if stride == window:  # [m, gy, window, gx * window] -> [m, gy, gx * window] -> [m, gy, gx]
+            rows_summed = values.reshape(len(values), gy, window, ww).sum(axis=2)
+            return rows_summed.reshape(len(values), gy, gx, window).sum(axis=-1)
+        return rows @ values @ cols
+
+    for start in range(0, t, step):
+        chunk = x[start : start + step, :hh, :ww].astype(np.float64)
+        s = box_sums(chunk)
+        np.square(chunk, out=chunk)
+        q = box_sums(chunk)
+        mean[start : start + step] = s / n
+        var[start : start + step] = (n * q - s * s) / (n * n)
+    return var, mean
+
+
 def window_max(frames: np.ndarray, window: int, stride: int) -> np.ndarray:
     """The brightest pixel of every window on the grid, per frame: `[T, gy, gx]` float64.
 
@@ -109,6 +198,109 @@ def window_min(frames: np.ndarray, window: int, stride: int) -> np.ndarray:
     return _window_reduce(frames, window, stride, np.min)
 
 
+SPOT_MEDIAN = 5  # side of the median a spot stands out from
+
+
+def window_spots(frames: np.ndarray, window: int, stride: int, sigmas: float, floor: float,
+                 where: np.ndarray | None = None) -> np.ndarray:
+    """Which boxes of the grid hold a spot in each frame (see the module text): `[T, gy, gx]` bool.
+
+    where: `[T, gy, gx]` bool, the boxes to test (e.g. those that pass every other test of
+    `select_windows`: no other box changes what it keeps); the others are False. Default: all.
+    Each tested box's pixels are compared with their 5x5 median (the frame's edge pixels repeated
+    beyond it, as `scipy.ndimage.median_filter(mode="nearest")`), computed for the box and a
+    2-px border only: the exact 13th of the 25 values, so the same values as a whole-frame filter.
+    """
+    x = np.asarray(frames)
+    if x.ndim != 3:
+        raise ValueError(f"frames must be [T, H, W], got shape {x.shape}")
+    t, h, w = x.shape
+    gy, gx = grid_shape(h, w, window, stride)
+    out = np.zeros((t, gy, gx), bool)
+    if not (t and gy and gx):
+        return out
+    if where is None:
+        where = np.ones((t, gy, gx), bool)
+    else:
+        where = np.asarray(where, bool)
+        if where.shape != out.shape:
+            raise ValueError(f"where must be {out.shape} like the grid, got {where.shape}")
+    r = SPOT_MEDIAN // 2
+    side = window + 2 * r
+    # small integers are exact in float32: their median is taken before the conversion (4x less to move)
+    native = x.dtype in (np.uint8, np.int8, np.uint16, np.int16)
+    # boxes per batch: ~16 MiB of median samples
+    batch = max(1, (1 << 24) // (window * window * SPOT_MEDIAN * SPOT_MEDIAN * (x.dtype.itemsize if native else 4)))
+    for i in np.flatnonzero(where.any(axis=(1, 2))):  # one frame at a time: a 1080p sequence's boxes stay small
+        padded = np.pad(x[i] if native else x[i].astype(np.float32), r, mode="edge")
+        regions = np.lib.stride_tricks.sliding_window_view(padded, (side, side))[::stride, ::stride][:gy, :gx]
+        at = np.argwhere(where[i])
+        for b in range(0, len(at), batch):
+            yx = at[b : b + batch]
+            region = regions[yx[:, 0], yx[:, 1]]  # [n, side, side]: the boxes and their border
+            median = median_5x5(region).astype(np.float32, copy=False)
+            dev = (region[:, r : r + window, r : r + window].astype(np.float32) - median).reshape(len(yx), -1)
+            centre = np.median(dev, axis=-1, keepdims=True)
+            s = 1.4826 * np.median(np.abs(dev - centre), axis=-1)
+            out[i, yx[:, 0], yx[:, 1]] = np.abs(dev).max(axis=-1) >= np.maximum(sigmas * s, floor)
+    return out
+
+
+def _median_network(n: int) -> list[tuple[int, int, bool, bool]]:
+    """A selection network for the median (element n // 2 in sorted order) of n values: Batcher's
+    odd-even merge sort of the next power of two, the comparators on the missing (+inf) inputs
+    dropped, then every comparator that cannot reach the median's wire. `(a, b, need_min,
+    need_max)`: wire a gets min(a, b), wire b max(a, b), where needed. Exact for any input (a
+    sorting network sorts, and what is dropped does not feed the output)."""
+    size = 1 << max(0, (n - 1).bit_length())
+    comparators = []
+    p = 1
+    while p < size:
+        k = p
+        while k >= 1:
+            for j in range(k % p, size - k, 2 * k):
+                for i in range(min(k, size - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        comparators.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    live, keep = {n // 2}, []
+    for a, b in reversed([c for c in comparators if c[1] < n]):
+        if a in live or b in live:
+            keep.append((a, b, a in live, b in live))
+            live |= {a, b}
+    return keep[::-1]
+
+
+_MEDIAN_25 = _median_network(SPOT_MEDIAN * SPOT_MEDIAN)  # 113 comparators, 202 min/max operations
+
+
+def median_5x5(region: np.ndarray) -> np.ndarray:
+    """The 5x5 median of every pixel of `[..., H, W]` regions that has its whole 5x5 neighbourhood:
+    `[..., H - 4, W - 4]`, the exact 13th of the 25 values (`scipy.ndimage.median_filter(size=5)`'s
+    value there), from a selection network of elementwise min/max (no NaN: NaN is not ordered)."""
+    x = np.asarray(region)
+    h, w = x.shape[-2] - SPOT_MEDIAN + 1, x.shape[-1] - SPOT_MEDIAN + 1
+    wires = [x[..., dy : dy + h, dx : dx + w] for dy in range(SPOT_MEDIAN) for dx in range(SPOT_MEDIAN)]
+    for a, b, need_min, need_max in _MEDIAN_25:
+        lo = np.minimum(wires[a], wires[b]) if need_min else None
+        if need_max:
+            wires[b] = np.maximum(wires[a], wires[b])
+        if need_min:
+            wires[a] = lo
+    return np.ascontiguousarray(wires[SPOT_MEDIAN * SPOT_MEDIAN // 2])
+
+
+def spot_test_boxes(kept: np.ndarray, shape: tuple[int, int, int], length: int) -> np.ndarray:
+    """The boxes (`[T, gy, gx]` bool) of the frames of the windows `kept` (`[K, 3]` rows `(t0, gy, gx)`
+    from `select_windows`, `length` frames each): the only boxes whose spots can take a window out."""
+    need = np.zeros(shape, bool)
+    kept = np.asarray(kept, np.int64).reshape(-1, 3)
+    for j in range(length):
+        need[kept[:, 0] + j, kept[:, 1], kept[:, 2]] = True
+    return need
+
+
 def _window_reduce(frames: np.ndarray, window: int, stride: int, reduce) -> np.ndarray:
     """`reduce` (np.max or np.min) over every window on the grid, per frame: `[T, gy, gx]` float64."""
     x = np.asarray(frames)
@@ -124,9 +316,9 @@ def _window_reduce(frames: np.ndarray, window: int, stride: int, reduce) -> np.n
 
 
 def _as_stats(var, mean) -> tuple[np.ndarray, np.ndarray]:
-    if isinstance(var, torch.Tensor):
+    if _is_tensor(var):
         var = var.detach().cpu().numpy()
-    if isinstance(mean, torch.Tensor):
+    if _is_tensor(mean):
         mean = mean.detach().cpu().numpy()
     var = np.asarray(var, dtype=np.float64)
     mean = np.asarray(mean, dtype=np.float64)
@@ -148,6 +340,7 @@ def select_windows(
     max_peak: float = NoiseBankParams.max_peak,
     dip=None,
     max_dip: float = NoiseBankParams.max_dip,
+    spots=None,
 ) -> np.ndarray:
     """Grid locations and temporal windows that pass the noise-bank test.
 
@@ -165,6 +358,7 @@ def select_windows(
         dip: `[T, gy, gx]` mean minus darkest pixel of each box (`mean - window_min`); needed
             when `max_dip > 0`.
         max_dip: every frame's dip must be `< max_dip` (strict); 0 = no limit (the paper).
+        spots: `[T, gy, gx]` bool from `window_spots`, or None: a box with a spot in a frame fails.
 
     Returns:
         `[K, 3]` int64 rows `(t0, gy, gx)`, sorted lexicographically (t0, then row, then column).
@@ -187,6 +381,11 @@ def select_windows(
             if spot.shape != var.shape:
                 raise ValueError(f"{name} must be {var.shape} like var, got {spot.shape}")
             frame_ok &= spot < limit
+    if spots is not None:
+        spots = np.asarray(spots, bool)
+        if spots.shape != var.shape:
+            raise ValueError(f"spots must be {var.shape} like var, got {spots.shape}")
+        frame_ok &= ~spots
     # Count failing frames in each temporal window with a cumulative sum over time.
     bad = np.concatenate([np.zeros((1,) + var.shape[1:], np.int64), np.cumsum(~frame_ok, axis=0)])
     all_ok = (bad[length:] - bad[:-length]) == 0

@@ -36,6 +36,32 @@ sensor's pixel size holds its noise at native scale (`sirst5k transfer --field m
 source` draws it at the sample's original size and resizes it as ingest resized the image).
 Defects are fitted and stored, never planted: a planted hot pixel is an unlabelled point target.
 
+**The temporal fit** (`fit_temporal`, what `noise-bank --model` fits by default since model format
+2): noise by construction, not by flatness. For a pair of consecutive frames of one scene, the
+difference `d = (f_t - f_{t+1}) / sqrt(2)` holds no static scene, whatever its texture, only the
+noise that changes from frame to frame, at its full variance. It is cut in `tile`-px tiles (256 by
+default, 8x the bank's window: a 32-px window of a 1080p frame shrunk 7.5x to 256 px spans 240
+native pixels, so the low native frequencies a shrink brings into the image's band are measured) lying wholly in the pair's stable windows (every bank window of
+the tile kept for both frames); where a sequence has fewer than `min_tiles` such tiles the tile is
+halved, down to the bank's window (`fit_window` records the size used; the spectra are stored on
+the `tile` grid, interpolated). `fit_spectra(d)` gives the temporal 2-D spectrum and the temporal
+row/column stripes (banding that changes per frame), each bin the mean over the tiles. (Option
+`average="median"`: each bin the median over the tiles / ln 2, which for Gaussian noise is the
+mean and ignores a minority of tiles whose "pair" is two views; measured on SIRST-V2 it does not
+pay: their quantised, sparse noise is no Gaussian, and the median of few tiles is rough; see
+docs/noise.md.) Fixed-pattern noise is what a static scene
+cannot explain: exact row/column offsets. The pair's mean `(f_t + f_{t+1}) / 2` holds the scene,
+the fixed pattern and half the temporal variance; its stripe spectra (`fit_spectra` already takes
+a tile's column offsets hold the fixed column stripes plus the texture's and the noise's share;
+the fixed stripe is common to the whole sensor column, the rest is not, so the fixed column
+spectrum is the cross-spectrum of the column offsets of tiles one above the other (same columns,
+other rows), averaged over all such pairs (`shared_spectrum`; rows alike, tiles side by side): a
+scene rarely makes the same offsets along whole sensor columns at two heights, except slower than
+one bank window (a sky's vertical gradient makes every row alike): those bins are left out. A per-pixel fixed pattern (DSNU/PRNU) is not
+separable from a static scene's texture and is left out (said so: `sigma_fixed` is the fixed
+stripes alone). The model: `psd2d` the temporal spectrum, `row_psd`/`col_psd` the temporal plus
+the fixed stripes; `sigma` the std of a field drawn from it.
+
 Draws are apart from the synthesis (`draw_model_params`: model index and a 63-bit seed from the
 sample's generator), so a sample replays from (seed, sample id). numpy only (scipy for the 3x3
 median), float64, on the CPU: the same bits for any worker count.
@@ -57,6 +83,12 @@ SCALARS: tuple[str, ...] = ("mean_level", "sigma", "sigma_temporal", "sigma_fixe
 COUNTS: tuple[str, ...] = ("n_windows", "n_frames", "frame_h", "frame_w")
 SPECTRA: tuple[str, ...] = ("psd2d", "row_psd", "col_psd")
 DEFECT_FIELDS: tuple[str, ...] = ("defect_model", "defect_y", "defect_x", "defect_level", "defect_fraction")
+# Stored only by the temporal fit (model format 2), so a flat-fit bank keeps format 1's bytes.
+TEMPORAL_FIELDS: tuple[str, ...] = ("fit_window",)
+FITS: tuple[str, ...] = ("temporal", "flat")
+MODEL_TILE = 256  # the temporal fit's tile side (native pixels): 32 px of a 1080p frame shrunk to 256
+MODEL_AVERAGE = "mean"  # how the temporal fit averages the tiles' periodograms (or "median")
+MIN_TILES = 4  # fewest tiles a tile size needs before the fit halves it
 
 
 @dataclass(frozen=True)
@@ -84,6 +116,7 @@ class NoiseModel:
     defects: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
     defect_level: np.ndarray = field(default_factory=lambda: np.zeros(0))
     defect_fraction: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    fit_window: int = -1  # the temporal fit's tile side (-1: the flat fit of model format 1)
 
     @property
     def window(self) -> int:
@@ -122,19 +155,30 @@ def split_offsets(r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return a, b, e
 
 
-def periodogram2d(boxes: np.ndarray) -> np.ndarray:
-    """Mean `|FFT2|^2 / (h w)` of boxes `[..., h, w]` over the leading axes: `[h, w]`."""
+def _average(spec: np.ndarray, average: str) -> np.ndarray:
+    """Mean over the first axis, or the median / ln 2: a Gaussian field's periodogram bin is an
+    exponential variable, whose median is ln 2 times its mean, so the median estimates the same
+    spectrum while ignoring a minority of outlying boxes (a pair of two views among pairs of one)."""
+    if average == "mean":
+        return spec.mean(axis=0)
+    if average == "median":
+        return np.median(spec, axis=0) / np.log(2)
+    raise ValueError(f"average must be mean or median, got {average!r}")
+
+
+def periodogram2d(boxes: np.ndarray, average: str = "mean") -> np.ndarray:
+    """Mean `|FFT2|^2 / (h w)` of boxes `[..., h, w]` over the leading axes (or `average`): `[h, w]`."""
     x = np.asarray(boxes, dtype=np.float64)
     h, w = x.shape[-2:]
     spec = np.abs(np.fft.fft2(x.reshape(-1, h, w))) ** 2 / (h * w)
-    return spec.mean(axis=0)
+    return _average(spec, average)
 
 
-def periodogram1d(profiles: np.ndarray) -> np.ndarray:
-    """Mean `|FFT|^2 / n` of profiles `[..., n]` over the leading axes: `[n]`."""
+def periodogram1d(profiles: np.ndarray, average: str = "mean") -> np.ndarray:
+    """Mean `|FFT|^2 / n` of profiles `[..., n]` over the leading axes (or `average`): `[n]`."""
     x = np.asarray(profiles, dtype=np.float64)
     n = x.shape[-1]
-    return (np.abs(np.fft.fft(x.reshape(-1, n))) ** 2 / n).mean(axis=0)
+    return _average(np.abs(np.fft.fft(x.reshape(-1, n))) ** 2 / n, average)
 
 
 def fill_axes(psd: np.ndarray) -> np.ndarray:
@@ -149,20 +193,23 @@ def fill_axes(psd: np.ndarray) -> np.ndarray:
     return out
 
 
-def fit_spectra(patches: np.ndarray) -> dict[str, np.ndarray | float]:
+def fit_spectra(patches: np.ndarray, average: str = "mean") -> dict[str, np.ndarray | float]:
     """The spatial part of the fit from boxes `[..., w, w]` (any leading axes): psd2d, row_psd,
-    col_psd, sigma, sigma_row, sigma_col (see the module text)."""
+    col_psd, sigma, sigma_row, sigma_col (see the module text); `average` "median": the spectra
+    are per-bin medians / ln 2 over the boxes, and sigma the root of their sum."""
     x = np.asarray(patches)
     if x.ndim < 2 or x.shape[-1] != x.shape[-2] or x.shape[-1] < 4:
         raise ValueError(f"patches must be [..., w, w] with w >= 4, got shape {x.shape}")
     h, w = x.shape[-2:]
     r = detrend(x)
     a, b, e = split_offsets(r)
-    psd2d = fill_axes(periodogram2d(e))
-    row_psd = np.maximum(periodogram1d(a) - psd2d[:, 0] / w, 0.0)
-    col_psd = np.maximum(periodogram1d(b) - psd2d[0, :] / h, 0.0)
+    psd2d = fill_axes(periodogram2d(e, average))
+    row_psd = np.maximum(periodogram1d(a, average) - psd2d[:, 0] / w, 0.0)
+    col_psd = np.maximum(periodogram1d(b, average) - psd2d[0, :] / h, 0.0)
     row_psd[0] = col_psd[0] = 0.0
-    return {"psd2d": psd2d, "row_psd": row_psd, "col_psd": col_psd, "sigma": float(np.sqrt(np.mean(r * r))),
+    sigma = (float(np.sqrt(np.mean(r * r))) if average == "mean" else
+             float(np.sqrt(psd2d.mean() + row_psd.mean() + col_psd.mean())))
+    return {"psd2d": psd2d, "row_psd": row_psd, "col_psd": col_psd, "sigma": sigma,
             "sigma_row": float(np.sqrt(row_psd.mean())), "sigma_col": float(np.sqrt(col_psd.mean()))}
 
 
@@ -246,6 +293,128 @@ def fit_sequence(patches: np.ndarray, frames: np.ndarray | None = None, *, defec
                       frame_w=fw, defects=defects, defect_level=d_level, defect_fraction=d_frac)
 
 
+def pair_mask(kept: np.ndarray, length: int, n_frames: int, grid: tuple[int, int],
+              pairs: np.ndarray | None = None) -> np.ndarray:
+    """`[T - 1, gy, gx]` bool: grid box (gy, gx) is in a kept window for both frames t and t + 1.
+
+    kept: `[K, 3]` `(t0, gy, gx)` of windows of `length` frames; pairs: `[T - 1]` bool, the pairs
+    that may be used (one scene; default all)."""
+    ok = np.zeros((max(0, n_frames - 1), *grid), bool)
+    kept = np.asarray(kept, np.int64).reshape(-1, 3)
+    for s in range(max(0, length - 1)):
+        ok[kept[:, 0] + s, kept[:, 1], kept[:, 2]] = True
+    if pairs is not None:
+        ok &= np.asarray(pairs, bool).reshape(-1, 1, 1)
+    return ok
+
+
+def stable_tiles(ok: np.ndarray, cells: int) -> np.ndarray:
+    """`[N, 3]` int64 `(t, ty, tx)`: the non-overlapping tiles of `cells` x `cells` grid boxes lying
+    wholly in `ok` `[T - 1, gy, gx]` (tile (ty, tx) covers boxes ty*cells ..)."""
+    t, gy, gx = ok.shape
+    ny, nx = gy // cells, gx // cells
+    if not (t and ny and nx):
+        return np.zeros((0, 3), np.int64)
+    blk = ok[:, : ny * cells, : nx * cells].reshape(t, ny, cells, nx, cells).all(axis=(2, 4))
+    return np.argwhere(blk).astype(np.int64)
+
+
+def shared_spectrum(profiles: np.ndarray, band: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """The spectrum `[n]` of what the offset profiles `[N, n]` of tiles in one band (same `band`
+    index: the same sensor rows, or columns) share with the tiles of that band at least two tiles
+    away (`other` index differing by 2 or more: neighbours share a smooth scene's slopes): the mean
+    cross-periodogram `Re(P_i conj(P_j)) / n` over those pairs. Fixed stripes are common to the
+    whole row or column; a scene's texture and the noise at two places are not, so they average
+    out of it. Bins are clipped at 0 and rescaled to the unclipped sum (the unbiased variance;
+    all 0 where that is not positive or no band has two such tiles), so clipping the noise of the
+    estimate adds no stripe."""
+    p = np.asarray(profiles, np.float64)
+    n = p.shape[-1]
+    spec = np.fft.fft(p, axis=-1)
+    total, pairs = np.zeros(n), 0
+    for g in np.unique(band):
+        here = band == g
+        places = other[here]
+        where = np.unique(places)
+        sums = {int(o): spec[here][places == o].sum(axis=0) for o in where}
+        counts = {int(o): int((places == o).sum()) for o in where}
+        all_sum = sum(sums.values())
+        cross = np.abs(all_sum) ** 2 - sum(np.abs(v) ** 2 for v in sums.values())
+        cross = cross - 2 * sum((sums[o] * np.conj(sums[o + 1])).real for o in sums if o + 1 in sums)
+        total += cross / n
+        c = sum(counts.values())
+        pairs += c * c - sum(v * v for v in counts.values()) - 2 * sum(counts[o] * counts[o + 1]
+                                                                         for o in counts if o + 1 in counts)
+    if not pairs:
+        return np.zeros(n)
+    est = total / pairs
+    est[0] = 0.0
+    clipped = np.maximum(est, 0.0)
+    if est.sum() <= 0 or clipped.sum() <= 0:
+        return np.zeros(n)
+    return clipped * (est.sum() / clipped.sum())
+
+
+def fit_temporal(frames: np.ndarray, kept: np.ndarray, length: int, window: int, *, stride: int | None = None,
+                 pairs: np.ndarray | None = None, tile: int = MODEL_TILE, min_tiles: int = MIN_TILES,
+                 average: str = MODEL_AVERAGE,
+                 defect_level: float = DEFECT_LEVEL, defect_fraction: float = DEFECT_FRACTION) -> NoiseModel | None:
+    """The noise model of one sequence from its consecutive-frame differences (see the module text).
+
+    frames `[T, H, W]`; kept `[K, 3]` `(t0, gy, gx)` bank windows of `length` frames on the grid of
+    `window`-px boxes with step `stride` (= window); pairs `[T - 1]` bool: the pairs of one scene
+    (default all). None when no pair has a stable tile of even one window.
+    """
+    f = np.asarray(frames)
+    if f.ndim != 3:
+        raise ValueError(f"frames must be [T, H, W], got shape {f.shape}")
+    stride = window if stride is None else stride
+    if stride != window:
+        raise ValueError("the temporal fit needs stride == window (tiles of whole boxes)")
+    if tile < window or tile % window:
+        raise ValueError(f"tile must be a multiple of the window ({window}), got {tile}")
+    n, h, w = f.shape
+    if n < 2:
+        return None
+    grid = (h // window, w // window)
+    ok = pair_mask(kept, length, n, grid, pairs)
+    size, tiles = tile, np.zeros((0, 3), np.int64)
+    while size >= window:
+        tiles = stable_tiles(ok, size // window)
+        if len(tiles) >= min_tiles or size == window:
+            break
+        size //= 2
+    if not len(tiles):
+        return None
+    off = np.arange(size)
+    t = tiles[:, 0, None, None]
+    y = (tiles[:, 1, None, None] * size + off[None, :, None])
+    x = (tiles[:, 2, None, None] * size + off[None, None, :])
+    a = f[t, y, x].astype(np.float64)
+    b = f[t + 1, y, x].astype(np.float64)
+    temp = fit_spectra((a - b) / np.sqrt(2), average)
+    still_a, still_b, _ = split_offsets(detrend((a + b) / 2))
+    fixed_row = shared_spectrum(still_a, tiles[:, 1], tiles[:, 2])  # rows: tiles side by side
+    fixed_col = shared_spectrum(still_b, tiles[:, 2], tiles[:, 1])  # columns: tiles one above the other
+    # slower than one bank window a static scene does make rows alike (a sky's vertical gradient
+    # is the same along every row): those bins are no fixed stripe
+    slow = np.abs(np.fft.fftfreq(size)) < 1.0 / window
+    fixed_row[slow] = fixed_col[slow] = 0.0
+    psd2d, row_psd, col_psd = temp["psd2d"], temp["row_psd"] + fixed_row, temp["col_psd"] + fixed_col
+    if size != tile:  # stored on the tile grid: a spectrum per bin keeps its scale when resampled
+        psd2d = interp_psd2d(psd2d, (tile, tile))
+        row_psd, col_psd = interp_psd1d(row_psd, tile), interp_psd1d(col_psd, tile)
+        fixed_row, fixed_col = interp_psd1d(fixed_row, tile), interp_psd1d(fixed_col, tile)
+    sigma = float(np.sqrt(psd2d.mean() + row_psd.mean() + col_psd.mean()))
+    defects, d_level, d_frac = find_defects(f, temp["sigma"], defect_level, defect_fraction)
+    return NoiseModel(mean_level=float((a + b).mean() / 2), sigma=sigma, sigma_temporal=float(temp["sigma"]),
+                      sigma_fixed=float(np.sqrt(fixed_row.mean() + fixed_col.mean())),
+                      sigma_row=float(np.sqrt(row_psd.mean())), sigma_col=float(np.sqrt(col_psd.mean())),
+                      psd2d=psd2d, row_psd=row_psd, col_psd=col_psd, n_windows=int(len(tiles)), n_frames=int(n),
+                      frame_h=int(h), frame_w=int(w), defects=defects, defect_level=d_level,
+                      defect_fraction=d_frac, fit_window=int(size))
+
+
 # ---------------------------------------------------------------- storage as arrays
 
 
@@ -264,6 +433,8 @@ def models_to_arrays(models: Sequence[NoiseModel]) -> dict[str, np.ndarray]:
     out["defect_x"] = np.concatenate([m.defects[:, 1] for m in models]).astype(np.int64)
     out["defect_level"] = np.concatenate([m.defect_level for m in models]).astype(np.float64)
     out["defect_fraction"] = np.concatenate([m.defect_fraction for m in models]).astype(np.float64)
+    if any(m.fit_window > 0 for m in models):
+        out["fit_window"] = np.array([m.fit_window for m in models], np.int64)
     return out
 
 
@@ -280,7 +451,8 @@ def models_from_arrays(arrays: Mapping[str, np.ndarray]) -> list[NoiseModel]:
             **{k: np.asarray(arrays[k][i], np.float64) for k in SPECTRA},
             defects=np.stack([arrays["defect_y"][d], arrays["defect_x"][d]], axis=1).astype(np.int64),
             defect_level=np.asarray(arrays["defect_level"][d], np.float64),
-            defect_fraction=np.asarray(arrays["defect_fraction"][d], np.float64)))
+            defect_fraction=np.asarray(arrays["defect_fraction"][d], np.float64),
+            fit_window=int(arrays["fit_window"][i]) if "fit_window" in arrays else -1))
     return models
 
 

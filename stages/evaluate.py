@@ -29,6 +29,7 @@ from sirst5k.errors import InputError
 from sirst5k.stages.common import Device, check_device, fail, user_errors
 
 DEFAULT_ARMS = ["originals", "published"]
+FA_RULES = ("basicirstd", "dnanet")  # sirst5k.method.metrics.FA_RULES (tests check they agree)
 
 
 @user_errors
@@ -61,6 +62,9 @@ def command(
                                                  "(another ingested or published set).")] = None,
     jobs: Annotated[int, typer.Option(min=1, help="Runs at a time (separate processes).")] = 1,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads per run (default: all cores).")] = None,
+    fa_rule: Annotated[str, typer.Option("--fa-rule", help="Which unmatched predictions are false alarms: "
+                       "basicirstd (by identity, BasicIRSTD since Jan 2024) or dnanet (the older area-keyed "
+                       "rule of DNANet's PD_FA: lower Fa, for comparing with papers that used it).")] = "basicirstd",
     device: Device = "auto",
 ) -> None:
     """Train every arm on every seed; report mean ± sd and paired differences vs the originals."""
@@ -69,6 +73,8 @@ def command(
         fail("give --steps or --epochs, not both")
     if model not in ("unet", "acm"):
         fail(f"--model {model}: use unet or acm")
+    if fa_rule not in FA_RULES:
+        fail(f"--fa-rule {fa_rule}: use {' or '.join(FA_RULES)}")
     from sirst5k.evaluate import experiment, summary
     from sirst5k.runner.outputs import check_not_input
 
@@ -92,7 +98,8 @@ def command(
         dev = resolve_device(device)
     except RuntimeError as err:
         fail(str(err))
-    config = TrainConfig(batch_size=batch_size, size=size, crop=crop, lr=lr, model=model, augment=augment)
+    config = TrainConfig(batch_size=batch_size, size=size, crop=crop, lr=lr, model=model, augment=augment,
+                         fa_rule=fa_rule)
     try:
         plan = experiment.Plan(dataset=str(dataset), config=config, arms=tuple(arms),
                                seeds=tuple(seeds or [seed]), test=str(test) if test else None, steps=steps,
@@ -109,7 +116,7 @@ def command(
 
     n = len(plan.arms) * len(plan.seeds)
     typer.echo(f"evaluate: {len(plan.arms)} arms x {len(plan.seeds)} seeds = {n} runs, model {model}, "
-               f"on {dev.type}", err=True)
+               f"Fa rule {fa_rule}, on {dev.type}", err=True)
     results = experiment.run_all(plan, out, jobs=jobs, on_done=done)
     record = summary.aggregate(plan, results, out)
     typer.echo(summary.summary_table(record, results) + f"-> {Path(out) / 'metrics.json'}")

@@ -7,6 +7,10 @@ Options become a `NegativesParams`; one task per input shard plans, checks and b
 negatives with `sirst5k.method.negatives` (the one implementation, which `sirst5k modes` and the
 parity tests call too) and writes them as parts of at most --shard-size samples
 (`train-<input>-<part>.h5`), so a worker's memory does not grow with the number of targets.
+Shards may differ in size (one size each): boxes are clamped to each shard's images, every
+--patch must fit every shard (checked before any work), and in a padded shard that records the
+valid region (`valid_h`, `valid_w`) the boxes stay inside it. A part of images larger than
+256 x 256 also holds at most 64 MiB of image pixels (`PART_PIXELS`), whatever --shard-size says.
 """
 
 from __future__ import annotations
@@ -51,6 +55,29 @@ def negative_meta(meta: dict[str, np.ndarray], plan: NegativeParams,
     return m
 
 
+VALID_FIELDS = ("valid_h", "valid_w")  # a padded image's valid region (`ingest --keep-aspect`), -1 = whole
+
+
+def valid_sizes(meta: dict[str, np.ndarray]) -> np.ndarray | None:
+    """[N, 2] (h, w) of each sample's valid region when the shard records one (a padded
+    `--keep-aspect` shard), else None: the boxes are then clamped to the whole image."""
+    import numpy as np
+
+    if not all(f in meta for f in VALID_FIELDS):
+        return None
+    sizes = np.stack([np.asarray(meta[f], np.int64) for f in VALID_FIELDS], axis=1)
+    return sizes if (sizes > 0).any() else None
+
+
+def mixed_schema(src: str) -> dict:
+    """{"schema_version": 2} when the input shard is one of a dataset of several sizes (its own
+    attribute, as ingest writes it), else {}: the output parts say what their input said."""
+    from sirst5k.formats import shards
+
+    schema = int(shards.read_attrs(src).get("schema_version", shards.SCHEMA_VERSION))
+    return {"schema_version": schema} if schema == shards.MIXED_SIZES_SCHEMA else {}
+
+
 def negatives_shard(src: str, src_sha: str, dst_dir: str, index: int, params: dict, device: str):
     """Make the negatives of one input shard; write them as parts of at most shard_size samples.
 
@@ -59,10 +86,10 @@ def negatives_shard(src: str, src_sha: str, dst_dir: str, index: int, params: di
     dropped before the next.
     """
     from sirst5k.formats import shards
-    from sirst5k.method import negatives as method  # torch: imported by the task, not the CLI
-    from sirst5k.runner.cluster import resolve_device
+    from sirst5k.method import negatives as method  # numpy on the CPU; torch only for a CUDA device
+    from sirst5k.runner.cluster import resolve_device_type
     from sirst5k.runner.outputs import task_key
-    from sirst5k.runner.tasks import TaskResult, reuse_parts
+    from sirst5k.runner.tasks import TaskResult, part_size, reuse_parts
 
     key = task_key(STAGE, params, src_sha)
     prefix = f"{params['split']}-{index:05d}"
@@ -70,15 +97,16 @@ def negatives_shard(src: str, src_sha: str, dst_dir: str, index: int, params: di
     if done is not None:
         return done
     images, masks, meta = shards.read_shard(src)
-    dev = resolve_device(device)
+    schema = mixed_schema(src)  # schema 2 in, schema 2 out (a dataset of several sizes)
+    dev = resolve_device_type(device)
     plan = method.plan_negatives(masks, params["patch"], rotations=params["rotations"], mirror=params["mirror"],
-                                 clamp=params["clamp"])
+                                 clamp=params["clamp"], valid_sizes=valid_sizes(meta))
     check = method.check_negatives(masks, plan, dev)
     if not params["keep_cut"] and len(plan):
         keep = ~check["cut"]
         plan = plan.take(keep)
         check = {name: values[keep] for name, values in check.items()}
-    size = params["shard_size"]
+    size = part_size(params["shard_size"], images.shape[1:])
     n_parts = max(1, -(-len(plan) // size))
     written = []
     for part in range(n_parts):
@@ -89,10 +117,10 @@ def negatives_shard(src: str, src_sha: str, dst_dir: str, index: int, params: di
         written.append(shards.write_shard(
             Path(dst_dir) / f"{prefix}-{part:03d}.h5", out_images, out_masks, m,
             {"dataset": STAGE, "version": key[:16], "split": params["split"], "shard_index": index,
-             "n_shards": -1, "part": part, "n_parts": n_parts, "task_key": key},
+             "n_shards": -1, "part": part, "n_parts": n_parts, "task_key": key, **schema},
         ))
         del out_images, out_masks
-    return TaskResult(tuple(written), dev.type)
+    return TaskResult(tuple(written), dev)
 
 
 @user_errors

@@ -1,4 +1,4 @@
-"""`sirst5k report DATASET_DIR`: stats.json, plots, contact sheets and the dataset card."""
+"""`sirst5k report DATASET_DIR`: stats.json, plots, contact sheets, noise realism and the dataset card."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def command(
     scheduler: Scheduler = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """Write stats.json, plots, contact sheets and the dataset card of a dataset.
+    """Write stats.json, plots, contact sheets, the noise realism (psd.png, realism.csv) and the dataset card.
 
     With --workers or --scheduler the shards are summarised as dask tasks; otherwise here, one
     after another (a few seconds for 5,000 samples).

@@ -5,6 +5,12 @@ rows (or noise model and seed) and fuses them (`sirst5k.method.transfer`: the on
 implementation, which `sirst5k modes` and the tests call too) and writes one output shard. Masks
 are unchanged. With `--noise-scale source` (the default; mosaic and model fields) each field is
 built at the sample's original size, read from the shard's `orig_h`/`orig_w`.
+
+Shards may differ in size (one size each, e.g. `ingest --size native`): each shard's fields are
+made at its own size, and a native sample (orig = shard size) gets its field at the bank's pitch
+with no resampling. In a padded shard (`--keep-aspect`, meta `valid_h`/`valid_w`) the field
+covers each image's valid region (resampled to it as ingest resized the image) and the padding
+is left as it is.
 """
 
 from __future__ import annotations
@@ -22,6 +28,34 @@ STAGE = TransferParams.STEP
 P = TransferParams
 
 
+VALID_FIELDS = ("valid_h", "valid_w")  # a padded image's valid region (`ingest --keep-aspect`), -1 = whole
+
+
+def valid_regions(meta: dict, size: tuple[int, int]):
+    """[((h, w), rows)] of the samples by valid region, smallest first, when a shard records padded
+    images (`valid_h`, `valid_w` > 0 and smaller than the image somewhere); None otherwise."""
+    import numpy as np
+
+    if not all(f in meta for f in VALID_FIELDS):
+        return None
+    full = np.asarray(size, np.int64)[None, :]
+    v = np.stack([np.asarray(meta[f], np.int64) for f in VALID_FIELDS], axis=1)
+    v = np.where(v > 0, np.minimum(v, full), full)
+    if (v == full).all():
+        return None
+    keys = sorted({tuple(r) for r in v.tolist()})
+    return [((int(h), int(w)), np.flatnonzero((v[:, 0] == h) & (v[:, 1] == w))) for h, w in keys]
+
+
+def mixed_schema(src: str) -> dict:
+    """{"schema_version": 2} when the input shard is one of a dataset of several sizes (its own
+    attribute, as ingest writes it), else {}: the output shard says what its input said."""
+    from sirst5k.formats import shards
+
+    schema = int(shards.read_attrs(src).get("schema_version", shards.SCHEMA_VERSION))
+    return {"schema_version": schema} if schema == shards.MIXED_SIZES_SCHEMA else {}
+
+
 def transfer_shard(src: str, src_sha: str, dst: str, index: int, n_shards: int, bank: dict, params: dict,
                    device: str):
     """One input shard -> its transferred samples (every mix of a sample together), one shard."""
@@ -30,7 +64,7 @@ def transfer_shard(src: str, src_sha: str, dst: str, index: int, n_shards: int, 
     from sirst5k.formats import shards
     from sirst5k.formats.bank import load_bank, load_models
     from sirst5k.method.transfer import draw_transfer_params, transfer_images
-    from sirst5k.runner.cluster import resolve_device
+    from sirst5k.runner.cluster import resolve_device_type
     from sirst5k.runner.outputs import task_key
     from sirst5k.runner.tasks import TaskResult, reuse_shard
 
@@ -40,7 +74,7 @@ def transfer_shard(src: str, src_sha: str, dst: str, index: int, n_shards: int, 
         return done
     images, masks, meta = shards.read_shard(src)
     patches = load_bank(bank["path"], bank["version"])
-    dev = resolve_device(device)
+    dev = resolve_device_type(device)  # "cpu": numpy, torch not imported
     mixes = params["mix"]
     n = len(images)
     field = params["field"]
@@ -49,20 +83,35 @@ def transfer_shard(src: str, src_sha: str, dst: str, index: int, n_shards: int, 
     if field != "resize" and params.get("noise_scale", "bank") == "source":
         source = np.stack([meta["orig_h"], meta["orig_w"]], axis=1).astype(np.int64)
     models = load_models(bank["path"], bank["version"]) if field == "model" else None
-    draws = draw_transfer_params(params["seed"], meta["sample_id"], len(patches), images.shape[1:],
-                                 patches.shape[-1], field, source_sizes=source, n_models=len(models or ()))
-    out_images = transfer_images(images, patches, draws, mixes, params["mode"], dev, models=models)
+    valid = valid_regions(meta, images.shape[1:])
+    if valid is None:  # the whole image (every shard but a padded --keep-aspect one): the bytes as before
+        draws = draw_transfer_params(params["seed"], meta["sample_id"], len(patches), images.shape[1:],
+                                     patches.shape[-1], field, source_sizes=source, n_models=len(models or ()))
+        out_images = transfer_images(images, patches, draws, mixes, params["mode"], dev, models=models)
+        noise_id = draws.noise_id
+    else:  # padded: the field covers each image's valid region, the padding stays as it is
+        out_images = np.repeat(images, len(mixes), axis=0)
+        noise_id = np.full(n, -1, np.int64)
+        for (vh, vw), rows in valid:
+            draws = draw_transfer_params(params["seed"], meta["sample_id"][rows], len(patches), (vh, vw),
+                                         patches.shape[-1], field, source_sizes=None if source is None else source[rows],
+                                         n_models=len(models or ()))
+            sub = np.ascontiguousarray(images[rows, :vh, :vw])
+            fused = transfer_images(sub, patches, draws, mixes, params["mode"], dev, models=models)
+            at = (rows[:, None] * len(mixes) + np.arange(len(mixes))[None, :]).reshape(-1)
+            out_images[at, :vh, :vw] = fused
+            noise_id[rows] = draws.noise_id
     rep = np.repeat(np.arange(n), len(mixes))
     out_meta = shards.take_meta(meta, rep)
     out_meta["mix"] = np.tile(np.asarray(mixes, dtype=np.float64), n)
     out_meta["kind"] = np.full(len(rep), "transfer", dtype=object)
     out_meta["sample_id"] = np.array([f"{meta['sample_id'][i]}_m{m:g}" for i, m in zip(rep, out_meta["mix"])],
                                      dtype=object)
-    out_meta["noise_id"] = draws.noise_id[rep]
+    out_meta["noise_id"] = noise_id[rep]
     info = shards.write_shard(dst, out_images, masks[rep], out_meta,
                               {"dataset": STAGE, "version": key[:16], "split": params["split"], "shard_index": index,
-                               "n_shards": n_shards, "task_key": key})
-    return TaskResult((info,), dev.type)
+                               "n_shards": n_shards, "task_key": key, **mixed_schema(src)})
+    return TaskResult((info,), dev)
 
 
 @user_errors

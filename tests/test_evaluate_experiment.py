@@ -186,3 +186,56 @@ def test_stage_errors_are_one_line(sets, tmp_path):
     r = _evaluate([ingest, "--out", ingest / "inside", "--device", "cpu"])
     assert r.exit_code == 2 and "inside the input" in r.output
     assert not (tmp_path / "o" / "metrics.json").exists()
+
+
+def test_fa_rule_dnanet_scores_the_same_predictions_with_lower_or_equal_fa(sets, tmp_path):
+    """`--fa-rule dnanet` trains and selects exactly as the default and only drops false alarms."""
+    from sirst5k.method.metrics import FA_RULES
+    from sirst5k.stages import evaluate as stage
+
+    assert stage.FA_RULES == FA_RULES
+    ingest, _, _ = sets
+    # a test set of two equal bright squares an image, one labelled: a model that finds the targets
+    # also finds the decoy, a false alarm as large as the matched target (dnanet drops it)
+    test_dir = tmp_path / "decoys"
+    images, masks = blobs(5, 6)
+    for i, m in enumerate(masks):
+        y, x = np.argwhere(m)[0]
+        dy, dx = (y + 12) % (SIZE - 6) + 2, (x + 12) % (SIZE - 6) + 2
+        images[i, dy : dy + 3, dx : dx + 3] = images[i, y : y + 3, x : x + 3]
+    write(test_dir, "test-00000.h5", "test", images, masks, ["original"] * 6, [f"d{i}" for i in range(6)])
+    base = [ingest, "--test", test_dir, "--arm", "originals", "--steps", 60, "--eval-every", 30, "--batch-size", 4,
+            "--size", SIZE, "--crop", SIZE, "--val-fraction", 0.2, "--device", "cpu", "--threads", 1]
+    outs = {}
+    for rule in FA_RULES:
+        outs[rule] = tmp_path / rule
+        r = _evaluate([*base, "--out", outs[rule], "--fa-rule", rule])
+        assert r.exit_code == 0, r.output
+        assert f"Fa rule {rule}" in r.output
+    records = {rule: json.loads((out / "metrics.json").read_text()) for rule, out in outs.items()}
+    assert {rule: rec["settings"]["fa_rule"] for rule, rec in records.items()} == {r: r for r in FA_RULES}
+    results = {rule: json.loads((out / "runs" / "originals" / "seed0" / "result.json").read_text())
+               for rule, out in outs.items()}
+    old, new = results["basicirstd"], results["dnanet"]
+    assert (old["fa_rule"], new["fa_rule"]) == ("basicirstd", "dnanet") and old["key"] != new["key"]
+    assert new["selected_step"] == old["selected_step"]
+    assert {k: new["test"][k] for k in ("mIoU", "nIoU", "Pd")} == {k: old["test"][k] for k in ("mIoU", "nIoU", "Pd")}
+    assert new["test"]["Fa"] <= old["test"]["Fa"]
+
+    def rows(rule, name):
+        with open(outs[rule] / "runs" / "originals" / "seed0" / name, newline="") as fh:
+            return list(csv.DictReader(fh))
+
+    curve = {rule: rows(rule, "pdfa.csv") for rule in FA_RULES}
+    fewer = 0
+    for a, b in zip(curve["basicirstd"], curve["dnanet"], strict=True):
+        assert (a["threshold"], a["mIoU"], a["Pd"]) == (b["threshold"], b["mIoU"], b["Pd"])
+        assert float(b["Fa"]) <= float(a["Fa"])
+        fewer += float(b["Fa"]) < float(a["Fa"])
+    assert fewer > 0  # these predictions have false alarms as large as a matched target: the rules differ
+    # the false-alarm files follow the rule too
+    for rule in FA_RULES:
+        fa_pixels = sum(int(r["fa_pixels"]) for r in rows(rule, "per_image.csv"))
+        assert sum(int(r["area"]) for r in rows(rule, "false_alarms.csv")) == fa_pixels
+    bad = _evaluate([*base, "--out", tmp_path / "bad", "--fa-rule", "area"])
+    assert bad.exit_code == 2 and "--fa-rule area: use basicirstd or dnanet" in bad.output

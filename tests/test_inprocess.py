@@ -172,6 +172,47 @@ def test_cuda_asked_for_in_process_without_cuda_is_one_line_before_any_task(monk
     assert ran == []
 
 
+def _threads(i: int) -> int:
+    return cluster.task_threads()
+
+
+def test_tasks_run_here_may_use_the_cores_up_to_workers(monkeypatch):
+    """`task_threads()`: min(--workers, cores) for tasks run here, 1 outside and on a worker."""
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    monkeypatch.setenv(cluster.CLUSTER_ENV, "never")
+    cores = cluster._usable_cores()
+    for workers, want in ((1, 1), (2, min(2, cores)), (None, min(cluster.local_workers(None), cores))):
+        with contextlib.ExitStack() as stack:
+            assert Runner(stack, workers, None, "cpu").run(_threads, [(0,), (1,)], "t") == [want, want]
+    assert cluster.task_threads() == 1
+
+
+@pytest.mark.slow
+def test_synth_writes_the_same_bytes_on_one_thread_and_two(tmp_path, monkeypatch):
+    monkeypatch.setenv(cluster.CLUSTER_ENV, "never")
+    trees = []
+    for n in (1, 2):
+        monkeypatch.setattr(cluster, "_usable_cores", lambda: 2)
+        shutil.rmtree(tmp_path / "s", ignore_errors=True)
+        sirst5k("synth", tmp_path / "s", "--images", 20, "--sequences", 1, "--frames", 3, "--size", 48,
+                "--workers", n)
+        trees.append(tree_bytes(tmp_path / "s" / "source"))
+    assert len(trees[0]) == 42 and trees[0] == trees[1]
+
+
+def test_device_auto_without_a_visible_gpu_is_the_cpu_without_torch(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert cluster.gpu_impossible()
+    assert cluster.resolve_device_type("auto") == "cpu" and cluster.resolve_device_type("cpu") == "cpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA device is visible"):
+            cluster.resolve_device_type("cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        cluster.resolve_device_type("tpu")
+
+
 # ---------------------------------------------------------------- publish's chunk copy
 
 

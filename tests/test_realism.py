@@ -95,3 +95,22 @@ def test_merge_of_shards_is_the_whole():
     np.testing.assert_allclose(parts.psd, whole.psd, rtol=1e-9)
     np.testing.assert_allclose(np.sort(parts.highpass_std), np.sort(whole.highpass_std))
     assert R.merge([R.summarize(np.random.default_rng(0).uniform(0, 255, (1, 64, 64)))]).n_windows == 0
+
+
+def test_highpass_in_the_boxes_is_the_whole_images():
+    """`highpass_boxes` (what `summarize` uses) filters only around the windows: the same numbers,
+    bit for bit, as the whole images' high-pass cut there, for uint8 and float, at the borders too."""
+    x = images(3.0, n=2, size=100, seed=9) + np.random.default_rng(2).uniform(0, 30, (2, 100, 100))
+    boxes = np.array([[0, 0, 0], [1, 68, 68], [1, 0, 40], [0, 50, 3]])
+    for batch in (x, np.clip(x, 0, 255).astype(np.uint8)):
+        assert np.array_equal(R.highpass_boxes(batch, boxes), R.cut(R.highpass(batch), boxes))
+    assert R.highpass_boxes(x, np.zeros((0, 3), np.int64)).shape == (0, 32, 32)
+
+
+def test_resample_is_ingests():
+    """The report's torch-free resize is `method.transfer.resample_like_ingest`."""
+    from sirst5k.method.transfer import resample_like_ingest
+
+    f = images(4.0, n=1, size=90, seed=4)[0]
+    for size in ((45, 30), (200, 91), (90, 90)):
+        assert np.array_equal(R.resample(f, size), resample_like_ingest(f, size))

@@ -90,3 +90,39 @@ def test_batch_target_table_of_an_empty_batch() -> None:
 
     table = batch_target_table(np.zeros((0, 8, 8), np.uint8))
     assert table["count"].shape == (0,) and table["center"].shape == (0, 2)
+
+
+@pytest.mark.parametrize("density", [0.02, 0.3, 0.55, 0.9])
+def test_batch_table_equals_skimage_per_mask(density) -> None:
+    """The batch labelling (numpy components, no scipy) numbers targets as skimage does, mask by mask."""
+    from sirst5k.method.targets import batch_target_table
+
+    rng = np.random.default_rng(int(density * 100))
+    masks = (rng.random((7, 41, 57)) < density).astype(np.uint8) * 255
+    # a one-pixel-wide snake through a whole mask: one target of the longest possible path
+    masks[3] = 0
+    masks[3, ::2, :] = 255
+    masks[3, 1::4, -1] = 255
+    masks[3, 3::4, 0] = 255
+    table = batch_target_table(masks)
+    assert table["count"][3] == 1
+    for b in range(len(masks)):
+        want = target_table(masks[b])
+        sel = table["image"] == b
+        assert table["count"][b] == len(want["area"])
+        for key in ("center", "centroid", "area", "bbox"):
+            assert np.array_equal(table[key][sel], want[key]), (b, key)
+
+
+def test_batch_labelling_does_not_import_scipy() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from sirst5k.method.targets import batch_target_table\n"
+            "m = np.zeros((2, 16, 16), np.uint8); m[0, 2:4, 2:4] = 255; m[1, 5, 5] = 255\n"
+            "assert batch_target_table(m)['count'].tolist() == [1, 1]\n"
+            "print(sorted(k for k in sys.modules if k.startswith('scipy')))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

@@ -13,6 +13,10 @@ or `--epochs` of the originals that remain for training, the same number for eve
 Generated samples made from a validation or test image (their `source_id`) are dropped, so
 nothing the selection or the score sees leaked into training.
 
+Fa counts false alarms by `config.fa_rule` (`--fa-rule`: "basicirstd", by identity, the default;
+"dnanet", the older area-keyed rule, for comparing with papers scored that way); it changes no
+training or selection (that is by validation mIoU), only Fa, the false-alarm files and the key.
+
 A run checkpoints every `eval_every` steps: validation and test metrics at threshold 0.5. The
 model kept is the checkpoint with the best validation mIoU (the last when there is no
 validation split); its test metrics are the run's result. It writes, under
@@ -305,7 +309,7 @@ def run_one(plan: Plan, arm: Arm, seed: int, out: str | Path, progress: Callable
     selected = next(r for r in history if r["step"] == best["step"])
     record = {
         "arm": arm.name, "spec": arm.spec(), "seed": seed, "key": key, "model": config.model, "steps": steps,
-        "checkpoint_every": every, "selected_step": best["step"],
+        "checkpoint_every": every, "selected_step": best["step"], "fa_rule": config.fa_rule,
         "test": {k: selected[f"test_{k}"] for k in METRIC_NAMES},
         "test_last": {k: history[-1][f"test_{k}"] for k in METRIC_NAMES},
         "val": {k: selected[f"val_{k}"] for k in METRIC_NAMES} if val is not None else None,
@@ -341,13 +345,14 @@ def _write_run(folder: Path, record: dict, history: list[dict], losses: list[flo
         _write_csv(tmp / "checkpoints.csv", history)
         _write_csv(tmp / "loss.csv", [{"step": i, "loss": v} for i, v in enumerate(losses, start=1)])
         gt = data.test.masks
-        rows = scoring.per_image(prob, gt, plan.config.threshold)
+        rule = plan.config.fa_rule
+        rows = scoring.per_image(prob, gt, plan.config.threshold, fa_rule=rule)
         _write_csv(tmp / "per_image.csv", [{"sample_id": s, **r} for s, r in zip(data.test.sample_id.tolist(), rows)])
-        fas = scoring.false_alarms(prob, gt, plan.config.threshold)
+        fas = scoring.false_alarms(prob, gt, plan.config.threshold, fa_rule=rule)
         _write_csv(tmp / "false_alarms.csv", [{"sample_id": str(data.test.sample_id[f["image"]]),
                                                **{k: f[k] for k in ("y", "x", "area", "peak")}} for f in fas],
                    header=["sample_id", "y", "x", "area", "peak"])
-        _write_csv(tmp / "pdfa.csv", scoring.pd_fa_curve(prob, gt, plan.thresholds))
+        _write_csv(tmp / "pdfa.csv", scoring.pd_fa_curve(prob, gt, plan.thresholds, fa_rule=rule))
         (tmp / "result.json").write_text(json.dumps(record, indent=1, sort_keys=True, allow_nan=True) + "\n")
         if folder.exists():
             shutil.rmtree(folder)

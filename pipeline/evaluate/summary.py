@@ -100,6 +100,7 @@ def summary_table(record: dict, results: list[dict]) -> str:
     s = record["settings"]
     lines.append("")
     lines.append(f"model {s['model']}, {s['steps']} steps x batch {s['batch_size']}, size {s['size']}, crop {s['crop']}, "
-                 f"seeds {s['seeds']}, selection: {s['selection']} ({s['n_val']} val / {s['n_test']} test images). "
+                 f"seeds {s['seeds']}, selection: {s['selection']} ({s['n_val']} val / {s['n_test']} test images), "
+                 f"Fa rule {s.get('fa_rule', 'basicirstd')}. "
                  f"Mean ± sd over seeds; in brackets the paired difference vs {BASELINE} and its paired t-test p.")
     return "\n".join(lines) + "\n"

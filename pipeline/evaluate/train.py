@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sirst5k.method import rng
-from sirst5k.method.metrics import IRSTDMetrics
+from sirst5k.method.metrics import FA_RULES, IRSTDMetrics
 from sirst5k.evaluate.acm import ACMUNet
 from sirst5k.evaluate.unet import UNet
 
@@ -89,6 +89,7 @@ class TrainConfig:
     seed: int = 0
     threshold: float = 0.5
     eval_batch: int = 16
+    fa_rule: str = "basicirstd"  # which unmatched components are false alarms: basicirstd | dnanet (metrics.py)
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "size", "crop", "base", "depth", "blocks", "eval_batch"):
@@ -96,6 +97,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.fa_rule not in FA_RULES:
+            raise ValueError(f"fa_rule must be one of {', '.join(FA_RULES)}, got {self.fa_rule!r}")
 
 
 @dataclass
@@ -363,7 +366,7 @@ def predict_all(model: nn.Module, samples: Samples, config: TrainConfig,
 
 def score(model: nn.Module, samples: Samples, config: TrainConfig, device: torch.device | str = "cpu") -> dict[str, float]:
     """mIoU, nIoU, Pd, Fa of the model on every sample of `samples`, in index order."""
-    acc = IRSTDMetrics(threshold=config.threshold)
+    acc = IRSTDMetrics(threshold=config.threshold, fa_rule=config.fa_rule)
     for start in range(0, len(samples), config.eval_batch):
         idx = np.arange(start, min(start + config.eval_batch, len(samples)))
         images, masks = samples.take(idx)

@@ -17,8 +17,6 @@ the box `[11 - 16, 11 + 16)` reaches 16 px beyond either edge of the target's pi
 from __future__ import annotations
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 
 def _as_mask(mask) -> np.ndarray:
@@ -117,8 +115,7 @@ def label_points(image: np.ndarray, y: np.ndarray, x: np.ndarray, n_images: int)
         rows.append(np.flatnonzero(hit))
         cols.append(pos_c[hit])
     r, c = np.concatenate(rows), np.concatenate(cols)
-    graph = coo_matrix((np.ones(r.size, np.int8), (r, c)), shape=(n, n))
-    n_comp, comp = connected_components(graph, directed=False)
+    n_comp, comp = _components(n, r, c)
     # Number components by their first pixel in raster order (nodes are sorted that way).
     first = np.full(n_comp, n, np.int64)
     np.minimum.at(first, comp, np.arange(n))
@@ -131,6 +128,36 @@ def label_points(image: np.ndarray, y: np.ndarray, x: np.ndarray, n_images: int)
     labels = np.empty(n, np.int64)
     labels[order] = labels_sorted
     return labels, counts
+
+
+def _components(n: int, r: np.ndarray, c: np.ndarray) -> tuple[int, np.ndarray]:
+    """Connected components of the undirected graph on nodes 0..n-1 with edges (r[i], c[i]).
+
+    Returns (n_comp, comp [n] int64): components numbered by their smallest node. In numpy (no
+    scipy.sparse: its import is 0.2-0.3 s of every command that labels targets): each node takes
+    the smallest label among its neighbours, then follows its label's label until nothing
+    changes (pointer jumping), so the rounds grow with the log of a component's extent, not its
+    size. At the fixed point every edge joins equal labels, and each label is the smallest node
+    of its component (a label is always a node of the component, never above the node).
+    """
+    lab = np.arange(n, dtype=np.int64)
+    if r.size:
+        r, c = np.asarray(r, np.int64), np.asarray(c, np.int64)
+        while True:
+            low = np.minimum(lab[r], lab[c])
+            new = lab.copy()
+            np.minimum.at(new, r, low)
+            np.minimum.at(new, c, low)
+            while True:  # pointer jumping: new[x] <= x, and new[new[x]] lies in x's component
+                jumped = new[new]
+                if np.array_equal(jumped, new):
+                    break
+                new = jumped
+            if np.array_equal(new, lab):
+                break
+            lab = new
+    roots = np.flatnonzero(lab == np.arange(n))
+    return int(roots.size), np.searchsorted(roots, lab).astype(np.int64)
 
 
 def mask_points(masks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -27,6 +27,11 @@ and fused one of two ways:
   - `additive`: `image + m * (field - mean(field))`, the blend's noise term alone: at equal `m`
     both add the same noise amplitude, but the image keeps its contrast and mean brightness.
     `m = 1` adds the sensor noise at its native amplitude.
+
+The math is elementwise (gathers, products, sums in a fixed order, rounding), each step one
+IEEE-rounded float32 operation, so numpy on the CPU and torch on a GPU give the same bits: the
+functions below take numpy arrays or torch tensors and return the same kind, and
+`transfer_images` on the CPU runs in numpy without importing torch (1.3-2.5 CPU-s a process).
 """
 
 from __future__ import annotations
@@ -35,16 +40,37 @@ import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
 from sirst5k.method.noise_model import NoiseModel, detrend, draw_model_params, model_field
 from sirst5k.method.reductions import pairwise_mean
 from sirst5k.method.rng import generator
 from sirst5k.params import NoiseField, choices
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _is_np(x) -> bool:
+    return isinstance(x, np.ndarray)
+
+
+def _is_float64(dtype) -> bool:
+    """`dtype` (torch, numpy or None = float32) is float64."""
+    if dtype is None:
+        return False
+    text = str(dtype)
+    if text.startswith("torch."):
+        return text in ("torch.float64", "torch.double")
+    return np.dtype(dtype) == np.float64
+
+
+def device_type(device) -> str:
+    """"cpu" or "cuda" of a device given as a string ("cuda:1") or a torch.device, None = CPU."""
+    return "cpu" if device is None else str(getattr(device, "type", device)).split(":")[0]
 
 
 def _size(size) -> tuple[int, int]:
@@ -54,16 +80,16 @@ def _size(size) -> tuple[int, int]:
     return height, width
 
 
-def linear_taps(n_in: int, n_out: int, dtype: torch.dtype = torch.float32) -> tuple[np.ndarray, ...]:
+def linear_taps(n_in: int, n_out: int, dtype: "torch.dtype | np.dtype | None" = None) -> tuple[np.ndarray, ...]:
     """Source indices and weights `(i0, i1, w0, w1)`, each `[n_out]`, of a 1-D bilinear resize.
 
     The half-pixel rule (align_corners=False): source `scale * (j + 0.5) - 0.5` clamped at 0,
-    with `scale = n_in / n_out` in `dtype`. The source is rounded once, as the fused multiply-add
+    with `scale = n_in / n_out` in `dtype` (float32 or float64, torch or numpy; None = float32). The source is rounded once, as the fused multiply-add
     of PyTorch's CPU kernel (x86-64 wheels) rounds it, but computed exactly here (float32
     products fit a float64; float64 ones are done in rationals), so the taps do not depend on
     the machine.
     """
-    if dtype == torch.float64:
+    if _is_float64(dtype):
         scale = float(n_in) / float(n_out)
         exact = Fraction(scale)
         src = np.array([float(exact * (2 * j + 1) / 2 - Fraction(1, 2)) for j in range(n_out)], np.float64)
@@ -82,7 +108,17 @@ def linear_taps(n_in: int, n_out: int, dtype: torch.dtype = torch.float32) -> tu
 
 @functools.lru_cache(maxsize=32)
 def _device_taps(n_in: int, n_out: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+    import torch
+
     return tuple(torch.from_numpy(t).to(device) for t in linear_taps(n_in, n_out, dtype))
+
+
+@functools.lru_cache(maxsize=32)
+def _numpy_taps(n_in: int, n_out: int, float64: bool) -> tuple[np.ndarray, ...]:
+    taps = linear_taps(n_in, n_out, np.float64 if float64 else np.float32)
+    for t in taps:
+        t.setflags(write=False)
+    return taps
 
 
 def resize_field(noise: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -96,9 +132,11 @@ def resize_field(noise: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """
     if noise.ndim != 3:
         raise ValueError(f"noise must be [B, h, w], got shape {tuple(noise.shape)}")
+    height, width = _size(size)
+    if _is_np(noise):
+        return _resize_np(noise, (height, width))
     if not noise.is_floating_point():
         noise = noise.float()
-    height, width = _size(size)
     _, h, w = noise.shape
     taps_y = _device_taps(h, height, noise.dtype, noise.device)
     taps_x = _device_taps(w, width, noise.dtype, noise.device)
@@ -108,6 +146,83 @@ def resize_field(noise: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     rows = noise.index_select(2, x0).mul_(wx0).add_(noise.index_select(2, x1).mul_(wx1))
     y0, y1, wy0, wy1 = taps_y
     return rows.index_select(1, y0).mul_(wy0[:, None]).add_(rows.index_select(1, y1).mul_(wy1[:, None]))
+
+
+class _Workspace:
+    """Float buffers reused from batch to batch: a fresh 2 MiB array a step faults its pages in
+    again (glibc hands big blocks back to the kernel), which cost the numpy path ~1.5x."""
+
+    def __init__(self):
+        self._bufs: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        size = int(np.prod(shape))
+        buf = self._bufs.get(name)
+        if buf is None or buf.size < size or buf.dtype != dtype:
+            buf = self._bufs[name] = np.empty(size, dtype)
+        return buf[:size].reshape(shape)
+
+
+def _resize_np(noise: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`resize_field` in numpy: the same gathers, products and sums in the same order."""
+    if noise.dtype not in (np.float32, np.float64):
+        noise = noise.astype(np.float32)
+    height, width = size
+    batch, h, w = noise.shape
+    x0, x1, wx0, wx1 = _numpy_taps(w, width, noise.dtype == np.float64)
+    y0, y1, wy0, wy1 = _numpy_taps(h, height, noise.dtype == np.float64)
+    rows = noise[:, :, x0] * wx0
+    rows += noise[:, :, x1] * wx1
+    plan = _row_plan(h, height, width, noise.dtype == np.float64)
+    out = _take_rows(rows, y0, plan[0])
+    out *= plan[2]
+    low = _take_rows(rows, y1, plan[1])
+    low *= plan[3]
+    out += low
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def _row_plan(h: int, height: int, width: int, float64: bool) -> tuple:
+    """How `_resize_np` gathers and weighs rows: the repeat counts of `y0` and `y1` (None where an
+    index is not sorted), and the row weights spread over `[height, width]` (a full-size operand
+    multiplies ~1.6x faster than a `[height, 1]` broadcast)."""
+    y0, y1, wy0, wy1 = _numpy_taps(h, height, float64)
+
+    def counts(idx: np.ndarray):
+        return np.bincount(idx, minlength=h) if np.all(np.diff(idx) >= 0) else None
+
+    def spread(wt: np.ndarray) -> np.ndarray:
+        full = np.ascontiguousarray(np.broadcast_to(wt[:, None], (height, width)))
+        full.setflags(write=False)
+        return full
+
+    return counts(y0), counts(y1), spread(wy0), spread(wy1)
+
+
+def _take_rows(rows: np.ndarray, idx: np.ndarray, counts) -> np.ndarray:
+    """`rows[:, idx]` (a new array); a sorted index is a repeat, ~2.5x faster than the gather."""
+    return rows[:, idx] if counts is None else np.repeat(rows, counts, axis=1)
+
+
+def _fuse_np(images: np.ndarray, field: np.ndarray, m: float, mode: str, ws: _Workspace) -> np.ndarray:
+    """`to_uint8(blend(...))` / `to_uint8(additive(...))` in numpy, as float32 holding 0..255
+    integers, into a reused buffer (valid until the next call); the same
+    IEEE steps as the public functions (a sum's operands in either order give the same bits)."""
+    mix = np.full((len(images), 1, 1), m, np.float32)
+    out = ws.get("fused", images.shape, np.float32)
+    if mode == "blend":
+        np.multiply(mix, field, out=out)
+        other = ws.get("fused-other", images.shape, np.float32)
+        np.multiply(1 - mix, images, out=other)
+        out += other
+    else:
+        np.subtract(field, pairwise_mean(field, (1, 2), keepdim=True), out=out)
+        out *= mix
+        out += images
+    np.rint(out, out=out)
+    np.clip(out, 0, 255, out=out)
+    return out  # integers in 0..255: the caller's uint8 assignment casts them exactly
 
 
 def mosaic_grid(size: tuple[int, int], window: int) -> tuple[int, int]:
@@ -140,12 +255,16 @@ def mosaic_field(patches: torch.Tensor, size: tuple[int, int], match_means: bool
     rows, cols = mosaic_grid((height, width), window)
     if n != rows * cols:
         raise ValueError(f"a {height}x{width} mosaic of {window}-px tiles needs {rows * cols} patches, got {n}")
-    if not patches.is_floating_point():
+    if _is_np(patches):
+        if patches.dtype not in (np.float32, np.float64):
+            patches = patches.astype(np.float32)
+    elif not patches.is_floating_point():
         patches = patches.float()
     if match_means:
         tile_means = pairwise_mean(patches, (2, 3), keepdim=True)
         patches = patches - tile_means + pairwise_mean(tile_means, (1,), keepdim=True)
-    grid = patches.reshape(batch, rows, cols, window, window).permute(0, 1, 3, 2, 4)
+    grid = patches.reshape(batch, rows, cols, window, window)
+    grid = grid.transpose(0, 1, 3, 2, 4) if _is_np(grid) else grid.permute(0, 1, 3, 2, 4)
     return grid.reshape(batch, rows * window, cols * window)[:, :height, :width]
 
 
@@ -188,8 +307,8 @@ def source_mosaic_fields(patches: np.ndarray, rows: Sequence[np.ndarray], build_
     for i, (r, build) in enumerate(zip(rows, build_sizes)):
         raw = patches[np.asarray(r).reshape(-1)].astype(np.float64)
         tiles = detrend(raw) + raw.mean(axis=(-2, -1), keepdims=True)
-        native = mosaic_field(torch.from_numpy(tiles.astype(np.float32))[None], (int(build[0]), int(build[1])))
-        out[i] = resample_like_ingest(native[0].numpy(), (height, width))
+        native = mosaic_field(tiles.astype(np.float32)[None], (int(build[0]), int(build[1])))
+        out[i] = resample_like_ingest(native[0], (height, width))
     return out
 
 
@@ -206,21 +325,33 @@ def model_fields(models: Sequence[NoiseModel], index: np.ndarray, seeds: np.ndar
 
 
 def _mix(mix, like: torch.Tensor) -> torch.Tensor:
-    m = torch.as_tensor(mix, dtype=like.dtype, device=like.device).reshape(-1)
-    if m.numel() not in (1, like.shape[0]):
-        raise ValueError(f"mix must be a scalar or one value per sample ({like.shape[0]}), got {m.numel()}")
-    return m.view(-1, 1, 1)
+    if _is_np(like):
+        m = np.asarray(mix.cpu().numpy() if hasattr(mix, "cpu") else mix).astype(like.dtype).reshape(-1)
+    else:
+        import torch
+
+        m = torch.as_tensor(mix, dtype=like.dtype, device=like.device).reshape(-1)
+    count = m.size if _is_np(m) else m.numel()
+    if count not in (1, like.shape[0]):
+        raise ValueError(f"mix must be a scalar or one value per sample ({like.shape[0]}), got {count}")
+    return m.reshape(-1, 1, 1)
+
+
+def _is_float(x) -> bool:
+    return x.dtype in (np.float16, np.float32, np.float64) if _is_np(x) else x.is_floating_point()
 
 
 def _check_pair(images: torch.Tensor, field: torch.Tensor) -> None:
-    if images.ndim != 3 or field.shape != images.shape:
+    if images.ndim != 3 or tuple(field.shape) != tuple(images.shape):
         raise ValueError(f"images and field must both be [B, H, W], got {tuple(images.shape)} and {tuple(field.shape)}")
-    if not (images.is_floating_point() and field.is_floating_point()):
+    if _is_np(images) != _is_np(field):
+        raise ValueError("images and field must both be numpy arrays or both torch tensors")
+    if not (_is_float(images) and _is_float(field)):
         raise ValueError("images and field must be float tensors (0..255 scale)")
 
 
 def blend(images: torch.Tensor, field: torch.Tensor, mix) -> torch.Tensor:
-    """The paper's transfer: mix * field + (1 - mix) * images. All [B, H, W]; mix scalar or [B]."""
+    """The paper's transfer: mix * field + (1 - mix) * images. All [B, H, W] (numpy or torch); mix scalar or [B]."""
     _check_pair(images, field)
     m = _mix(mix, images)
     return m * field + (1 - m) * images
@@ -238,7 +369,13 @@ def additive(images: torch.Tensor, field: torch.Tensor, mix) -> torch.Tensor:
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Round to nearest (ties to even, as numpy) and clamp to 0..255, as uint8."""
+    """Round to nearest (ties to even, as numpy) and clamp to 0..255, as uint8 (numpy or torch, as `x`)."""
+    if _is_np(x):
+        if not _is_float(x):
+            return np.clip(x, 0, 255).astype(np.uint8)
+        return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    import torch
+
     if not x.is_floating_point():
         return x.clamp(0, 255).to(torch.uint8)
     return torch.round(x).clamp_(0, 255).to(torch.uint8)
@@ -250,6 +387,17 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 # 256) in cache and reuse freed memory instead of faulting in fresh pages: 8 is ~20% faster
 # per image than 64 (benchmarks/stage_throughput.py). A GPU wants big batches.
 BATCH = {"cpu": 8, "cuda": 64}
+# Those counts are of 256 x 256 images: a batch of larger images (native-size shards) holds as
+# many pixels, at least one image, so a worker's float buffers do not grow with the image size.
+# The math is per image, so the batch size never changes a bit of the output.
+BATCH_PIXELS = 256 * 256
+
+
+def batch_size(kind: str, size: tuple[int, int]) -> int:
+    """Images per batch on a `kind` device ("cpu", "cuda") for images of `size` (H, W)."""
+    n = BATCH.get(kind, BATCH["cpu"])
+    pixels = int(size[0]) * int(size[1])
+    return n if pixels <= BATCH_PIXELS else max(1, n * BATCH_PIXELS // pixels)
 STEP = "transfer"
 
 
@@ -343,8 +491,9 @@ def transfer_images(images: np.ndarray, patches: np.ndarray, draws: TransferDraw
 
     images: uint8 [N, H, W]; patches: the bank's uint8 [R, w, w]; draws: from
     `draw_transfer_params` for these N samples; mode: "blend" or "additive"; models: the bank's
-    noise models (field "model"). The math runs on `device` in batches of BATCH[device type]
-    images, with the same bits on a CPU and a GPU (fields built at the samples' own size, and
+    noise models (field "model"). The math runs on `device` in batches of `batch_size` images
+    (BATCH[device type] of 256 x 256, as many pixels of larger ones), with the same bits on a CPU
+    and a GPU (fields built at the samples' own size, and
     model fields, are built on the CPU and moved).
     """
     if mode not in ("blend", "additive"):
@@ -354,27 +503,71 @@ def transfer_images(images: np.ndarray, patches: np.ndarray, draws: TransferDraw
     images = np.asarray(images)
     if images.ndim != 3 or len(draws.rows) != len(images):
         raise ValueError(f"images must be [N, H, W] with one draw each, got {images.shape} and {len(draws.rows)} draws")
+    kind = device_type(device)
+    if kind == "cpu":  # numpy: the same bits as torch on the CPU, without importing torch
+        return _transfer_np(images, patches, draws, mixes, mode, models)
+    import torch
+
     dev = torch.device(device)
+
+    def put(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(x).to(dev, torch.float32)
+
+    def full(n_rows: int, m: float) -> torch.Tensor:
+        return torch.full((n_rows,), m, device=dev)
+
+    def back(x: torch.Tensor) -> np.ndarray:
+        return x.cpu().numpy()
+
     n, h, w = images.shape
     fuse = blend if mode == "blend" else additive
     out = np.empty((n * len(mixes), h, w), np.uint8)
-    batch = BATCH.get(dev.type, BATCH["cpu"])
+    batch = batch_size(kind, (h, w))
     for start in range(0, n, batch):
         stop = min(start + batch, n)
-        img = torch.from_numpy(images[start:stop]).to(dev, torch.float32)
-        rows = draws.rows[start:stop]
-        builds = None if draws.build_size is None else draws.build_size[start:stop]
-        if draws.field == "resize":
-            field = resize_field(torch.from_numpy(patches[rows]).to(dev, torch.float32), (h, w))
-        elif draws.field == "model":
-            if builds is None:
-                builds = np.tile(np.array([h, w], np.int64), (stop - start, 1))
-            field = torch.from_numpy(model_fields(models, rows, draws.seeds[start:stop], builds, (h, w))).to(dev)
-        elif builds is not None:  # mosaics at each sample's own size, resized as ingest resized the image
-            field = torch.from_numpy(source_mosaic_fields(patches, rows, builds, (h, w))).to(dev)
-        else:  # [n, rows, cols] -> the [n, rows * cols] tiles of each mosaic, row-major
-            field = mosaic_field(torch.from_numpy(patches[rows.reshape(len(rows), -1)]).to(dev, torch.float32), (h, w))
+        img = put(images[start:stop])
+        field = _batch_field(images, patches, draws, models, start, stop, put, None)
         for j, m in enumerate(mixes):
-            fused = fuse(img, field, torch.full((stop - start,), float(m), device=dev))
-            out[np.arange(start, stop) * len(mixes) + j] = to_uint8(fused).cpu().numpy()
+            fused = fuse(img, field, full(stop - start, float(m)))
+            out[np.arange(start, stop) * len(mixes) + j] = back(to_uint8(fused))
     return out
+
+
+def _batch_field(images, patches, draws, models, start, stop, put, ws):
+    """The fields of samples start..stop: on the device of `put` (torch), or numpy (`ws` given)."""
+    _, h, w = images.shape
+    rows = draws.rows[start:stop]
+    builds = None if draws.build_size is None else draws.build_size[start:stop]
+    if draws.field == "resize":
+        if ws is not None:
+            return _resize_np(patches[rows].astype(np.float32), (h, w))
+        return resize_field(put(patches[rows]), (h, w))
+    if draws.field == "model":
+        if builds is None:
+            builds = np.tile(np.array([h, w], np.int64), (stop - start, 1))
+        return put(model_fields(models, rows, draws.seeds[start:stop], builds, (h, w)))
+    if builds is not None:  # mosaics at each sample's own size, resized as ingest resized the image
+        return put(source_mosaic_fields(patches, rows, builds, (h, w)))
+    # [n, rows, cols] -> the [n, rows * cols] tiles of each mosaic, row-major
+    return mosaic_field(put(patches[rows.reshape(len(rows), -1)]), (h, w))
+
+
+def _transfer_np(images, patches, draws, mixes, mode, models) -> np.ndarray:
+    """`transfer_images` on the CPU, in numpy (buffers reused from batch to batch)."""
+    n, h, w = images.shape
+    out = np.empty((n * len(mixes), h, w), np.uint8)
+    ws = _Workspace()
+    batch = batch_size("cpu", (h, w))
+    for start in range(0, n, batch):
+        stop = min(start + batch, n)
+        img = ws.get("images", (stop - start, h, w), np.float32)
+        np.copyto(img, images[start:stop])
+        field = _batch_field(images, patches, draws, models, start, stop, lambda x: x.astype(np.float32), ws)
+        for j, m in enumerate(mixes):
+            fused = _fuse_np(img, field, float(m), mode, ws)
+            if len(mixes) == 1:
+                out[start:stop] = fused
+            else:
+                out[np.arange(start, stop) * len(mixes) + j] = fused
+    return out
+

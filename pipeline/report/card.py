@@ -68,6 +68,9 @@ def dataset_card(source: Source, stats: Mapping[str, Any], sheets: Mapping[str, 
     lines = (
         _header(manifest, source.root.name)
         + _contents(stats, sheets)
+        + _realism(stats.get("realism"))
+        + _difficulty(stats.get("difficulty"))
+        + _sizes(stats.get("sizes"))
         + _splits(splits or {}, stats.get("leakage"), stats.get("basicirstd_norm"))
         + _provenance(inputs, manifest.get("params", {}))
         + _FORMAT_AND_LOADING
@@ -118,9 +121,139 @@ def _contents(stats: Mapping[str, Any], sheets: Mapping[str, str]) -> list[str]:
         f"{checks['n_targets_mismatch']} whose stored target count disagrees with the mask.",
         "",
         "Figures: " + ", ".join(f"[{f}]({f})" for f in sheets.values()) + ("; " if sheets else "")
-        + "histograms in `target_sizes.csv` and `targets_per_image.csv`; numbers in `stats.json`.",
+        + "histograms in `target_sizes.csv`, `targets_per_image.csv` and `image_sizes.csv`; numbers in `stats.json`.",
         "",
     ]
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    """A figure for a table cell: `digits` significant digits, "n/a" for None (not measured)."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:,}" if isinstance(value, int) else f"{value:.{digits}g}"
+
+
+def _realism(realism: Mapping[str, Any] | None) -> list[str]:
+    """The "Noise realism" section (`report.realism`): a row per group, its two ratios against the
+    originals and the bank, the PSD picture. Nothing when the stats have no groups."""
+    if not isinstance(realism, Mapping) or not isinstance(realism.get("groups"), Mapping) or not realism["groups"]:
+        return []
+    sampling = realism.get("sampling") or {}
+    out = ["## Noise realism", "",
+           f"Noise in flat windows: the {realism.get('window', 32)}-px grid boxes whose variance is below "
+           f"{_num(sampling.get('max_var', 50))} (where an image shows noise, not scene), of at most "
+           f"{sampling.get('images_per_group_and_shard', '?')} images and {sampling.get('windows_per_group_and_shard', '?')} "
+           "windows per group and shard, spread evenly. High-pass std: the median over windows of the std of the "
+           "image minus its 5x5 median; estimate_sigma: skimage's wavelet noise estimate, median over images; "
+           "hp ratio: a group's high-pass std over the other's (1 = the same level); |log10 PSD ratio|: the mean "
+           "over the 16 rings of the radially averaged power spectra (0 = the same spectrum, 0.1 = 26 % apart). "
+           "All in `stats.json` (`realism`, with the PSD and the row/column profile spectra of each group).", ""]
+    bank = realism.get("bank")
+    if isinstance(bank, Mapping):
+        if bank.get("used"):
+            scale = bank.get("scale") or [1, 1]
+            out += [f"The group `bank` is the noise bank `{bank.get('path')}` (version `{bank.get('version')}`), "
+                    f"{bank.get('measured') or 'measured'}; scale {_num(scale[0], 4)} x {_num(scale[1], 4)} "
+                    "(the originals' median image size over size as read).", ""]
+        else:
+            out += [f"The noise bank `{bank.get('path')}` the dataset was made with is not measured: "
+                    f"{bank.get('note') or 'not found'}.", ""]
+    else:
+        out += ["No noise bank is named in the dataset's provenance: the groups are not compared with the sensor's "
+                "frames.", ""]
+    out += ["| group | samples | images measured | flat windows | high-pass std | estimate_sigma | hp / originals | "
+            "\\|log10 PSD ratio\\| vs originals | hp / bank | \\|log10 PSD ratio\\| vs bank |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, g in realism["groups"].items():
+        if not isinstance(g, Mapping):
+            continue
+        ref, sen = g.get("vs_reference") or {}, g.get("vs_sensor") or {}
+        out.append(f"| {name} | {_num(g['samples']) if 'samples' in g else ''} | {_num(g.get('images'))} | {_num(g.get('windows'))} | "
+                   f"{_num(g.get('highpass_std'))} | {_num(g.get('estimate_sigma'))} | "
+                   f"{_num(ref.get('highpass_ratio')) if ref else ''} | {_num(ref.get('log_psd_ratio')) if ref else ''} | "
+                   f"{_num(sen.get('highpass_ratio')) if sen else ''} | {_num(sen.get('log_psd_ratio')) if sen else ''} |")
+    return out + ["", "![radially averaged noise PSD per group](psd.png)", "",
+                  "The curves: `psd.png`, and `realism.csv` (log10 PSD per group and frequency, for `dvc plots`).", ""]
+
+
+def _difficulty_rows(difficulty: Any) -> list[tuple[str, str, str, str, Mapping]]:
+    """(split, kind, counted, measure, {bin: count}) from stats' "difficulty": split -> kind ->
+    {measure: {bin: count}} or -> {"samples" | "targets": {measure: {bin: count}}}, optionally
+    under "splits"; entries of another shape are left out."""
+    if not isinstance(difficulty, Mapping):
+        return []
+    splits = difficulty.get("splits") if isinstance(difficulty.get("splits"), Mapping) else difficulty
+    rows = []
+    for split, kinds in splits.items():
+        if not isinstance(kinds, Mapping) or split in ("definition", "total"):
+            continue
+        for kind, entry in kinds.items():
+            if not isinstance(entry, Mapping):
+                continue
+            nested = {c: v for c, v in entry.items() if isinstance(v, Mapping)
+                      and all(isinstance(b, Mapping) for b in v.values()) and v}
+            groups = nested.items() if nested else [("", entry)]
+            for counted, measures in groups:
+                for measure, bins in measures.items():
+                    if isinstance(bins, Mapping) and bins and all(isinstance(c, (int, float)) and not isinstance(c, bool)
+                                                                  for c in bins.values()):
+                        rows.append((str(split), str(kind), str(counted), str(measure), bins))
+    return rows
+
+
+def _difficulty(difficulty: Any) -> list[str]:
+    """The "Difficulty" section: per measure (size, SCR) a table of counts per bin, a row per split,
+    kind and what is counted (samples, targets). Nothing when the stats have none in a known shape."""
+    rows = _difficulty_rows(difficulty)
+    if not rows:
+        return []
+    definition = difficulty.get("definition") if isinstance(difficulty.get("definition"), Mapping) else {}
+    out = ["## Difficulty", "",
+           "Counts per bin of target size and signal-to-clutter ratio (SCR), per split and kind "
+           "(`stats.json`: `difficulty`)" + (f"; `none`: {definition['none']}" if isinstance(definition.get("none"), str)
+                                             else "") + ".", ""]
+    for measure in dict.fromkeys(r[3] for r in rows):
+        of = [r for r in rows if r[3] == measure]
+        bins = list(dict.fromkeys(b for r in of for b in r[4]))
+        base = measure[:-4] if measure.endswith("_bin") else measure
+        meaning = definition.get(f"{base}_bins") if isinstance(definition.get(f"{base}_bins"), Mapping) else {}
+        heads = [f"{b} ({meaning[b]})" if isinstance(meaning.get(b), str) else str(b) for b in bins]
+        counted = any(r[2] for r in of)
+        out += [f"{base.upper() if len(base) <= 3 else base.capitalize()}:", "",
+                "| split | kind | " + ("counted | " if counted else "") + " | ".join(heads) + " |",
+                "| --- | --- | " + ("--- | " if counted else "") + " | ".join("---:" for _ in bins) + " |"]
+        for split, kind, what, _, counts in of:
+            out.append(f"| {split} | {kind} | " + (f"{what} | " if counted else "")
+                       + " | ".join(_num(counts.get(b, 0)) for b in bins) + " |")
+        out.append("")
+    return out
+
+
+def _sizes(sizes: Any) -> list[str]:
+    """The "Image sizes" section: samples per image size (H x W), a row per size, a column per
+    split and kind. Nothing when the stats have none in a known shape."""
+    if not isinstance(sizes, Mapping) or not isinstance(sizes.get("total"), Mapping) or not sizes["total"]:
+        return []
+    splits = sizes.get("splits") if isinstance(sizes.get("splits"), Mapping) else {}
+    cols = [(str(split), str(kind), counts) for split, kinds in splits.items() if isinstance(kinds, Mapping)
+            for kind, counts in kinds.items() if isinstance(counts, Mapping)]
+    total = sizes["total"]
+    n = len(total)
+    out = ["## Image sizes", "",
+           (f"All {sum(int(c) for c in total.values())} images are {next(iter(total)).replace('x', ' x ')} (height x width)."
+            if n == 1 else
+            f"{n} image sizes (height x width; every shard holds one size, `stats.json`: `sizes`, "
+            "`image_sizes.csv`): samples per size, split and kind."), ""]
+    if n == 1:
+        return out
+    out += ["| size | all | " + " | ".join(f"{sp} {k}" for sp, k, _ in cols) + " |",
+            "| --- | ---: | " + " | ".join("---:" for _ in cols) + " |"]
+    for size, count in total.items():
+        out.append(f"| {str(size).replace('x', ' x ')} | {int(count)} | "
+                   + " | ".join(str(int(c.get(size, 0))) for _, _, c in cols) + " |")
+    return out + [""]
 
 
 def _splits(splits: Mapping[str, Mapping[str, Any]], leak: Mapping[str, Any] | None,

@@ -2,6 +2,7 @@
 
 A tile is one sample in RGB with its mask outline in red (`OUTLINE`) and, on a negative, the
 rotated box in yellow (`BOX`); `sirst5k modes` draws its sheet with the same pieces.
+Samples of mixed sizes (shards of different sizes) are fitted to one cell (`fit_tiles`).
 """
 
 from __future__ import annotations
@@ -58,6 +59,27 @@ def render_tile(image: np.ndarray, mask: np.ndarray, box: tuple[int, int, int] |
     return tile
 
 
+def fit_tiles(tiles: Sequence[Image.Image], side: int | None = None, background=(24, 24, 24)) -> list[Image.Image]:
+    """Tiles of mixed sizes brought to one `side` x `side` cell (default: the largest tile side):
+    each scaled so its long side is `side`, aspect kept (nearest when enlarging, so outlines stay
+    crisp; box filter when shrinking), centred on the background. Tiles all of one size are
+    returned as they are."""
+    tiles = list(tiles)
+    if not tiles or len({t.size for t in tiles}) == 1:
+        return tiles
+    side = side or max(max(t.size) for t in tiles)
+    out = []
+    for t in tiles:
+        w, h = t.size
+        f = side / max(w, h)
+        nw, nh = max(1, round(w * f)), max(1, round(h * f))
+        scaled = t if (nw, nh) == (w, h) else t.resize((nw, nh), Image.NEAREST if f > 1 else Image.BOX)
+        cell = Image.new("RGB", (side, side), background)
+        cell.paste(scaled, ((side - nw) // 2, (side - nh) // 2))
+        out.append(cell)
+    return out
+
+
 def contact_sheet(tiles: Sequence[Image.Image], captions: Sequence[str], title: str, columns: int = SHEET_COLUMNS) -> Image.Image:
     """Tiles in a grid, a caption under each and a title on top."""
     font = ImageFont.load_default()
@@ -101,6 +123,15 @@ def _negative_box(meta: Mapping[str, Any], shape: tuple[int, int], clamp: str) -
     return int(y0), int(x0), patch
 
 
+def _box_region(meta: Mapping[str, Any], shape: tuple[int, int]) -> tuple[int, int]:
+    """Where negatives placed a box: a padded image's valid region (`valid_h`, `valid_w`) when it
+    records one and the box fits it (`method.negatives.clamp_to_valid`), else the whole image."""
+    vh, vw = int(meta.get("valid_h", -1)), int(meta.get("valid_w", -1))
+    if vh > 0 and vw > 0 and int(meta["patch"]) <= min(vh, vw, *shape):
+        return min(vh, shape[0]), min(vw, shape[1])
+    return tuple(shape)
+
+
 def _caption(kind: str, m: Mapping[str, Any]) -> str:
     """Sample id, and for a negative its k and mirror, for a transfer its mix."""
     if kind == "negative":
@@ -128,9 +159,10 @@ def write_contact_sheets(source: Source, out: Path, n: int = SHEET_SAMPLES) -> d
             images, masks, meta = read_shard(shards[s][1], rows)
             for j in range(len(rows)):
                 m = {k: v[j] for k, v in meta.items()}
-                box = _negative_box(m, images.shape[1:], clamp) if kind == "negative" else None
+                box = _negative_box(m, _box_region(m, images.shape[1:]), clamp) if kind == "negative" else None
                 tiles.append(render_tile(images[j], masks[j], box))
                 captions.append(_caption(kind, m))
+        tiles = fit_tiles(tiles)  # mixed sizes: one cell each, aspect kept
         title = f"{filename[:-4]}: {len(tiles)} of {len(where)} (mask outline red" + (", box yellow)" if kind == "negative" else ")")
         contact_sheet(tiles, captions, title).save(out / filename, format="PNG", compress_level=3)
         written[kind] = filename

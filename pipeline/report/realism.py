@@ -110,6 +110,27 @@ def highpass(images, size: int = MEDIAN) -> np.ndarray:
     return x - ndimage.median_filter(x, size=(1, size, size), mode="reflect")
 
 
+def highpass_boxes(images, boxes: np.ndarray, window: int = WINDOW, size: int = MEDIAN) -> np.ndarray:
+    """`cut(highpass(images), boxes)`, computed in the boxes alone: each box and the `size // 2`
+    pixels around it (the image reflected at its borders, as `highpass` does) gives the `size` x
+    `size` neighbourhoods of the box's pixels, whose middle value (numpy's partition, in the
+    images' own dtype: a median of an odd count is one of the values) is the median. The same
+    numbers as `highpass`, bit for bit, at the windows' cost, not the images'."""
+    x = _batch(images)
+    boxes = np.asarray(boxes, np.int64).reshape(-1, 3)
+    m = size // 2
+    out = np.empty((len(boxes), window, window))
+    # scipy's "reflect" repeats the edge pixel (d c b a | a b c d), numpy calls it "symmetric"
+    padded = np.pad(x, ((0, 0), (m, m), (m, m)), mode="symmetric")
+    for start in range(0, len(boxes), 256):
+        region = cut(padded, boxes[start: start + 256], window + 2 * m)
+        hood = np.lib.stride_tricks.sliding_window_view(region, (size, size), axis=(1, 2))
+        hood = hood.reshape(len(region), window, window, size * size)
+        med = np.partition(hood, size * size // 2, axis=-1)[..., size * size // 2]
+        out[start: start + len(region)] = region[:, m: m + window, m: m + window].astype(np.float64) - med
+    return out
+
+
 def cut(x: np.ndarray, boxes: np.ndarray, window: int = WINDOW) -> np.ndarray:
     """The boxes `(image, y0, x0)` of `x` `[N, H, W]`: `[K, window, window]`."""
     boxes = np.asarray(boxes, np.int64).reshape(-1, 3)
@@ -161,7 +182,8 @@ def summarize(images, boxes: np.ndarray | None = None, window: int = WINDOW, max
     boxes: the windows to measure (default: `flat_boxes` of the images themselves; for bare noise
     fields, pass the flat boxes of the images they go into, or `all_boxes`).
     """
-    x = _batch(images).astype(np.float64)
+    raw = _batch(images)
+    x = raw.astype(np.float64)
     if boxes is None:
         boxes = flat_boxes(x, window, max_var)
     boxes = np.asarray(boxes, np.int64).reshape(-1, 3)
@@ -172,7 +194,7 @@ def summarize(images, boxes: np.ndarray | None = None, window: int = WINDOW, max
     if not len(boxes):
         nan = np.full(half, np.nan)
         return NoiseSummary(len(x), 0, np.zeros(0), sig, nan, np.full(half + 1, np.nan), np.full(half + 1, np.nan))
-    hp = cut(highpass(x), boxes, window)
+    hp = highpass_boxes(raw if raw.dtype == np.uint8 else x, boxes, window)
     hp_std = hp.reshape(len(boxes), -1).std(axis=1)
     r = detrend(cut(x, boxes, window))
     psd = radial_average(periodogram2d(r))
@@ -191,14 +213,29 @@ def log_psd_distance(psd: np.ndarray, reference: np.ndarray) -> float:
 def resample_frames(frames: Iterable[np.ndarray], scale: tuple[float, float]) -> list[np.ndarray]:
     """Frames resized by `scale` (sy, sx) with ingest's filter, in float (no rounding): "the bank's
     frames at the images' scale". A frame of `h x w` becomes `round(h sy) x round(w sx)`."""
-    from sirst5k.method.transfer import resample_like_ingest
-
     out = []
     for f in frames:
         f = np.asarray(f)
-        size = (max(1, int(round(f.shape[0] * scale[0]))), max(1, int(round(f.shape[1] * scale[1]))))
-        out.append(resample_like_ingest(f.astype(np.float32), size))
+        out.append(resample(f, scaled_size(f.shape, scale)))
     return out
+
+
+def scaled_size(shape: tuple[int, ...], scale: tuple[float, float]) -> tuple[int, int]:
+    """`round(h sy) x round(w sx)`, at least 1 x 1."""
+    return max(1, int(round(shape[0] * scale[0]))), max(1, int(round(shape[1] * scale[1])))
+
+
+def resample(field: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`method.transfer.resample_like_ingest` without importing torch (the report does not): PIL's
+    bilinear filter on the float image (mode "F"), float32, no rounding; the same size is a copy.
+    `tests/test_realism.py` checks the two agree."""
+    from PIL import Image
+
+    f = np.ascontiguousarray(field, dtype=np.float32)
+    height, width = int(size[0]), int(size[1])
+    if f.shape == (height, width):
+        return f.copy()
+    return np.asarray(Image.fromarray(f).resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
 def merge(parts: Sequence[NoiseSummary]) -> NoiseSummary:
@@ -227,22 +264,29 @@ def _r(x: float, digits: int = 4) -> float | None:
     return None if not np.isfinite(x) else round(float(x), digits)
 
 
+def _ratio(a: float, b: float) -> float:
+    return a / b if np.isfinite(a) and np.isfinite(b) and b > 0 else float("nan")
+
+
 def realism_stats(groups: Mapping[str, NoiseSummary], reference: str | None = "original",
-                  sensor: str | None = None) -> dict:
+                  sensor: str | None = None, samples: Mapping[str, int] | None = None) -> dict:
     """Per group: windows, medians, curves, and its distance to `reference` and to `sensor`
     (names of groups, when present): `highpass_ratio` (median high-pass std over the other's)
-    and `log_psd_ratio` (mean |log10 PSD ratio|). JSON-ready (NaN as null)."""
+    and `log_psd_ratio` (mean |log10 PSD ratio|). JSON-ready (NaN as null). `samples`: the
+    group's size when fewer of its images were measured (written first, as "samples")."""
     out: dict = {"window": None, "frequencies": None, "groups": {}}
     for name, s in groups.items():
         w = 2 * len(s.psd)
         out["window"], out["frequencies"] = w, [_r(f, 5) for f in frequencies(w)]
-        g = {"images": s.n_images, "windows": s.n_windows, "highpass_std": _r(s.highpass_median),
-             "estimate_sigma": _r(s.sigma_median), "psd": [_r(v, 6) for v in s.psd],
-             "row_spectrum": [_r(v, 6) for v in s.row_spectrum], "col_spectrum": [_r(v, 6) for v in s.col_spectrum]}
+        g = {"samples": int(samples[name])} if samples is not None and name in samples else {}
+        g.update({"images": s.n_images, "windows": s.n_windows, "highpass_std": _r(s.highpass_median),
+                  "estimate_sigma": _r(s.sigma_median), "psd": [_r(v, 6) for v in s.psd],
+                  "row_spectrum": [_r(v, 6) for v in s.row_spectrum],
+                  "col_spectrum": [_r(v, 6) for v in s.col_spectrum]})
         for role, other in (("vs_reference", reference), ("vs_sensor", sensor)):
             if other and other in groups and other != name:
                 o = groups[other]
-                g[role] = {"group": other, "highpass_ratio": _r(s.highpass_median / o.highpass_median),
+                g[role] = {"group": other, "highpass_ratio": _r(_ratio(s.highpass_median, o.highpass_median)),
                            "log_psd_ratio": _r(log_psd_distance(s.psd, o.psd))}
         out["groups"][name] = g
     return out
@@ -303,4 +347,200 @@ def psd_plot(stats: Mapping, out: str | Path, title: str = "radially averaged no
         d.text((x1 + 38, y0 + 4 + 18 * i), name[:40], fill=colour)
     out = Path(out)
     write_png(out, np.asarray(img))
+    return out
+
+
+# ---------------------------------------------------------------- the report's pass (report.build)
+#
+# A dataset's groups: "original", one per transfer setting and m ("transfer blend/resize m=0.1"),
+# "negative" (and any other kind by its name), each measured per shard (a task each) on at most
+# SHARD_IMAGES of its images and SHARD_WINDOWS of their flat windows, both spread evenly over the
+# shard in its order (so the figures do not depend on the workers), then merged in shard order;
+# and "bank": the noise bank's patches put back where they were cut in their frames, resampled to
+# the images' scale (BANK_FRAMES frames, BANK_WINDOWS windows, evenly).
+
+SHARD_IMAGES = 32  # images measured per group and shard
+SHARD_WINDOWS = 160  # flat windows measured per group and shard
+BANK_FRAMES = 32  # bank frames measured
+BANK_WINDOWS = 512  # bank windows measured
+BANK = "bank"
+KIND_ORDER = ("original", "transfer", "negative")
+
+
+def _evenly(n: int, k: int) -> np.ndarray:
+    """k indices spread evenly over range(n), first and last included (all when n <= k)."""
+    if n <= k:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
+
+
+def transfer_label(params: Mapping | None) -> str:
+    """"transfer <mode>/<field>[ <noise scale>]" from the transfer stage's recorded params, or
+    "transfer" without them. A mosaic or model field recorded without `noise_scale` was made at
+    the bank's pitch (the only scale before the option; its version omits "bank")."""
+    if not isinstance(params, Mapping) or not params.get("mode") or not params.get("field"):
+        return "transfer"
+    label = f"transfer {params['mode']}/{params['field']}"
+    if params["field"] != "resize":
+        label += f" {params.get('noise_scale', 'bank')}"
+    return label
+
+
+def group_names(kinds, mixes, label: str = "transfer") -> np.ndarray:
+    """Each sample's group: its kind, and for a transfer `label` and its m ("... m=0.1")."""
+    kinds = np.asarray(kinds).astype(str)
+    mixes = np.asarray(mixes, np.float64)
+    out = kinds.astype(object)
+    for i in np.flatnonzero(kinds == "transfer"):
+        out[i] = f"{label} m={mixes[i]:g}" if np.isfinite(mixes[i]) else label
+    return out
+
+
+def group_order(name: str, mix: float = float("nan")) -> tuple:
+    """Sort key: originals, transfers by m, negatives, other kinds by name, the bank last."""
+    if name == BANK:
+        return (len(KIND_ORDER) + 1, 0.0, name)
+    kind = name.split(" ", 1)[0]
+    rank = KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
+    return (rank, mix if np.isfinite(mix) else -1.0, name)
+
+
+def shard_realism(path: str, label: str = "transfer", images: int = SHARD_IMAGES,
+                  windows: int = SHARD_WINDOWS) -> dict:
+    """One shard's part of the report's realism pass (a task): {"groups": {name: NoiseSummary},
+    "samples": {name: count}, "mix": {name: m}, "scales": [N, 2] the originals' scale (image
+    size over `orig_h`, `orig_w`; none where not recorded)}."""
+    import h5py
+
+    from sirst5k.formats.shards import read_meta
+
+    meta = read_meta(path)
+    names = group_names(meta["kind"], meta["mix"], label)
+    out: dict = {"groups": {}, "samples": {}, "mix": {}, "scales": np.zeros((0, 2))}
+    with h5py.File(path, "r") as f:
+        data = f["images"]
+        height, width = data.shape[1:]
+        for name in sorted(set(names.tolist())):
+            rows = np.flatnonzero(names == name)
+            chosen = rows[_evenly(len(rows), images)]
+            x = np.stack([data[int(i)] for i in chosen])  # one read per image: h5py's fancy index is slow
+            boxes = inside_valid(flat_boxes(x), meta, chosen)
+            out["groups"][name] = summarize(x, boxes[_evenly(len(boxes), windows)])
+            out["samples"][name] = int(len(rows))
+            out["mix"][name] = float(np.asarray(meta["mix"], np.float64)[rows[0]])
+    orig = np.asarray(meta["kind"]).astype(str) == "original"
+    oh, ow = np.asarray(meta["orig_h"], np.float64), np.asarray(meta["orig_w"], np.float64)
+    known = orig & (oh > 0) & (ow > 0)
+    # a padded image's scale is that of its valid region (the image ingest resized)
+    vh = np.asarray(meta.get("valid_h", np.full(len(oh), -1)), np.float64)
+    vw = np.asarray(meta.get("valid_w", np.full(len(ow), -1)), np.float64)
+    hh, ww = np.where(vh > 0, vh, height), np.where(vw > 0, vw, width)
+    out["scales"] = np.stack([hh[known] / oh[known], ww[known] / ow[known]], axis=1)
+    return out
+
+
+def inside_valid(boxes: np.ndarray, meta, rows: np.ndarray, window: int = WINDOW) -> np.ndarray:
+    """The boxes `[K, 3]` (index into `rows`, y0, x0) lying wholly inside their image's valid
+    region: a padded `--keep-aspect` image's padding is flat but no noise (meta `valid_h`,
+    `valid_w`; -1 or absent = the whole image)."""
+    if "valid_h" not in meta or "valid_w" not in meta or not len(boxes):
+        return boxes
+    vh = np.asarray(meta["valid_h"], np.int64)[rows][boxes[:, 0]]
+    vw = np.asarray(meta["valid_w"], np.int64)[rows][boxes[:, 0]]
+    keep = ((vh <= 0) | (boxes[:, 1] + window <= vh)) & ((vw <= 0) | (boxes[:, 2] + window <= vw))
+    return boxes[keep]
+
+
+def images_scale(scales: np.ndarray) -> tuple[float, float]:
+    """The images' scale: the median over the originals of image size / size as read (1, 1
+    when none is recorded)."""
+    s = np.asarray(scales, np.float64).reshape(-1, 2)
+    return (1.0, 1.0) if not len(s) else (float(np.median(s[:, 0])), float(np.median(s[:, 1])))
+
+
+def bank_frames(path: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The bank's frames as far as it holds them: per (sequence, frame) in bank order, a float
+    canvas with each of its rows' patches where it was cut (`/y`, `/x`), the rest at the mean of
+    those patches, and the mask of where they are (canvas: the sequence's patches' extent)."""
+    from sirst5k.formats.bank import read_patches, read_rows
+
+    rows, patches = read_rows(path), read_patches(path)
+    if not len(patches):
+        return []
+    w = patches.shape[1]
+    seq = rows["sequence"].astype(str)
+    keys = list(zip(seq.tolist(), rows["frame_index"].tolist()))
+    extent = {}
+    for s, y, x in zip(seq.tolist(), rows["y"].tolist(), rows["x"].tolist()):
+        h0, w0 = extent.get(s, (0, 0))
+        extent[s] = (max(h0, y + w), max(w0, x + w))
+    order: dict[tuple, list[int]] = {}
+    for i, k in enumerate(keys):
+        order.setdefault(k, []).append(i)
+    out = []
+    for (s, _), idx in order.items():
+        h, wd = extent[s]
+        canvas = np.full((h, wd), float(patches[idx].mean()), np.float32)
+        mask = np.zeros((h, wd), np.float32)
+        for i in idx:
+            y, x = int(rows["y"][i]), int(rows["x"][i])
+            canvas[y: y + w, x: x + w] = patches[i]
+            mask[y: y + w, x: x + w] = 1
+        out.append((canvas, mask))
+    return out
+
+
+def bank_realism(path: str, scale: tuple[float, float], frames: int = BANK_FRAMES,
+                 windows: int = BANK_WINDOWS) -> NoiseSummary:
+    """The bank's frames (`bank_frames`, `frames` of them evenly) resampled to `scale` as ingest
+    resizes, measured in the grid windows wholly inside where the patches are (`inside_boxes`;
+    `windows` of them evenly); estimate_sigma per measured window (a canvas's fill is no noise)."""
+    held = bank_frames(path)
+    held = [held[i] for i in _evenly(len(held), frames)]
+    scaled, boxes = [], []
+    for i, (canvas, mask) in enumerate(held):
+        size = scaled_size(canvas.shape, scale)
+        c, m = resample(canvas, size), resample(mask, size)
+        scaled.append(c)
+        b = inside_boxes(m[None])
+        b[:, 0] = i
+        boxes.append(b)
+    allb = np.concatenate(boxes) if boxes else np.zeros((0, 3), np.int64)
+    allb = allb[_evenly(len(allb), windows)]
+    parts = []
+    for i, c in enumerate(scaled):
+        b = allb[allb[:, 0] == i].copy()
+        if not len(b):
+            continue
+        b[:, 0] = 0
+        s = summarize(c[None], b, sigma=False)
+        sig = np.array([estimate_sigma(win) for win in cut(c[None].astype(np.float64), b)])
+        parts.append(NoiseSummary(s.n_images, s.n_windows, s.highpass_std, sig, s.psd, s.row_spectrum, s.col_spectrum))
+    merged = merge(parts) if parts else merge([summarize(np.zeros((1, 1, 1)), np.zeros((0, 3), np.int64), sigma=False)])
+    return NoiseSummary(len(held), merged.n_windows, merged.highpass_std, merged.sigma, merged.psd,
+                        merged.row_spectrum, merged.col_spectrum)
+
+
+def column_name(group: str) -> str:
+    """A group's column in realism.csv: letters, digits and "_" (dvc plots' field names take no dots)."""
+    import re
+
+    return re.sub(r"_+", "_", re.sub(r"[^0-9A-Za-z]", "_", group)).strip("_")
+
+
+def write_csv(stats: Mapping, out: str | Path) -> Path:
+    """realism.csv: `frequency`, then per group its log10 PSD (empty where not measured)."""
+    import csv
+
+    out = Path(out)
+    names = list(stats["groups"])
+    with open(out, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["frequency", *[column_name(n) for n in names]])
+        for i, f in enumerate(stats["frequencies"] or []):
+            row = []
+            for n in names:
+                v = stats["groups"][n]["psd"][i]
+                row.append("" if v is None or v <= 0 else f"{np.log10(v):.4f}")
+            writer.writerow([f, *row])
     return out

@@ -6,6 +6,15 @@ Targets are 8-connected components (`skimage.measure.label(connectivity=2)`, as 
 counts them). Noise is the RMS of a high-pass residual (image minus its 3x3 box mean) over
 background pixels at least 3 pixels from any target, so noise transfer shows up as a rise from
 originals to transfers.
+
+Difficulty (`stats.json` "difficulty"): per split and kind, samples and targets counted per
+size bin and SCR bin (`sirst5k.method.difficulty`: a sample's bins are its hardest target's;
+"none" = a sample without targets, or a target with an empty ring), from each shard's stored
+`/targets` table, or computed from its masks and images for a shard written before the tags.
+
+Sizes (`stats.json` "sizes", issue 18): samples per image size "HxW", per split and kind and in
+total, and `image_sizes.csv`. Every shard holds one size (`[N, H, W]`), but the shards of one
+dataset may differ (native-size ingest), so a block's size is its shard's.
 """
 
 from __future__ import annotations
@@ -18,8 +27,8 @@ from typing import Any, Iterable, Mapping
 import h5py
 import numpy as np
 
-from sirst5k.formats.shards import KINDS, read_meta
-from sirst5k.method import duplicates
+from sirst5k.formats.shards import KINDS, read_meta, read_targets
+from sirst5k.method import difficulty, duplicates
 from sirst5k.method.norm import image_mean_std, norm_cfg
 from sirst5k.method.targets import batch_target_table
 
@@ -106,9 +115,24 @@ def _area_bins(areas: np.ndarray) -> np.ndarray:
     return np.bincount(np.clip(index, 0, len(AREA_EDGES) - 1), minlength=len(AREA_EDGES))
 
 
+NONE_BIN = "none"  # stats.json's name of the "" bin
+
+
+def _empty_difficulty() -> dict[str, dict[str, dict[str, int]]]:
+    bins = {"size_bin": difficulty.SIZE_BINS, "scr_bin": difficulty.SCR_BINS}
+    return {what: {field: {b: 0 for b in (*names, NONE_BIN)} for field, names in bins.items()}
+            for what in ("samples", "targets")}
+
+
+def _bin_counts(values: np.ndarray, names: tuple[str, ...]) -> dict[str, int]:
+    values = np.asarray(values).astype(str)
+    return {**{b: int((values == b).sum()) for b in names}, NONE_BIN: int((values == difficulty.NONE_BIN).sum())}
+
+
 def _empty_kind() -> dict[str, Any]:
     """The zero of `_add`: a summary of no samples."""
     return {
+        "difficulty": _empty_difficulty(),
         "samples": 0,
         "no_target": 0,
         "targets": 0,
@@ -127,8 +151,14 @@ def _empty_kind() -> dict[str, Any]:
     }
 
 
-def summarize_arrays(images: np.ndarray, masks: np.ndarray, meta: Mapping[str, np.ndarray]) -> dict[str, dict]:
-    """Per-kind summary of a batch. images, masks: [B, H, W] uint8; meta: fields of length B."""
+def summarize_arrays(images: np.ndarray, masks: np.ndarray, meta: Mapping[str, np.ndarray],
+                     targets: Mapping[str, np.ndarray] | None = None) -> dict[str, dict]:
+    """Per-kind summary of a batch. images, masks: [B, H, W] uint8; meta: fields of length B;
+    targets: the batch's per-target difficulty table (rows 0..B-1), None = computed here."""
+    if targets is None:
+        targets = difficulty.target_difficulty(images, masks)
+    per_sample = difficulty.sample_difficulty(targets, len(images))
+    target_row = np.asarray(targets["row"], np.int64)
     n_targets, areas, target_image = count_targets(masks)
     energy, noise_pixels = highpass_energy(images, masks)
     flat = images.reshape(len(images), -1)
@@ -159,6 +189,11 @@ def summarize_arrays(images: np.ndarray, masks: np.ndarray, meta: Mapping[str, n
         acc["area_mismatch"] = int(((meta_area >= 0) & (meta_area != mask_area[sel])).sum())
         meta_n = np.asarray(meta["n_targets"])[sel]
         acc["n_targets_mismatch"] = int(((meta_n >= 0) & (meta_n != n_targets[sel])).sum())
+        acc["sizes"] = {size_key(images.shape[1:]): int(sel.sum())}
+        of_kind = sel[target_row]
+        for field, names in (("size_bin", difficulty.SIZE_BINS), ("scr_bin", difficulty.SCR_BINS)):
+            acc["difficulty"]["samples"][field] = _bin_counts(per_sample[field][sel], names)
+            acc["difficulty"]["targets"][field] = _bin_counts(np.asarray(targets[field])[of_kind], names)
         out[kind] = acc
     return out
 
@@ -169,6 +204,7 @@ def summarize_shard(path: str, split: str, near_kind: str | None = None) -> dict
     and kinds (train rows of kind `near_kind` are the near-duplicate candidates; None: all);
     "norm": each image's float32 mean and standard deviation (`method.norm`), train only."""
     meta = read_meta(path)
+    table = read_targets(path, compute_missing=False)  # None: computed block by block below
     total: dict[str, dict] = {}
     kinds = [str(k) for k in meta["kind"]]
     candidates = (np.asarray(kinds, dtype=object) == near_kind) if split == "train" and near_kind is not None \
@@ -180,7 +216,8 @@ def summarize_shard(path: str, split: str, near_kind: str | None = None) -> dict
             stop = min(start + BLOCK, images.shape[0])
             part = {k: v[start:stop] for k, v in meta.items()}
             block = images[start:stop]
-            total = _add(total, summarize_arrays(block, masks[start:stop], part))
+            part_table = None if table is None else difficulty.take_table(table, np.arange(start, stop))
+            total = _add(total, summarize_arrays(block, masks[start:stop], part, part_table))
             prints.append({"ids": [str(i) for i in part["sample_id"]], "source_ids": [str(i) for i in part["source_id"]],
                            "kinds": kinds[start:stop], **duplicates.fingerprints(block, candidates[start:stop])})
             if split == "train":
@@ -306,7 +343,89 @@ def compute_stats(merged: Merged) -> dict[str, Any]:
             "area_mismatch": total["area_mismatch"],
             "n_targets_mismatch": total["n_targets_mismatch"],
         },
+        "difficulty": difficulty_stats(merged),
+        "sizes": size_stats(merged),
     }
+
+
+def difficulty_stats(merged: Merged) -> dict[str, Any]:
+    """stats.json's "difficulty": the bin definition, and samples and targets per size bin and SCR
+    bin, per split and kind (`splits`) and over everything (`total`)."""
+    splits: dict[str, dict] = {}
+    total = _empty_difficulty()
+    for split in sorted(merged):
+        kinds = merged[split]
+        names = [k for k in KINDS if k in kinds] + sorted(k for k in kinds if k not in KINDS)
+        splits[split] = {k: kinds[k].get("difficulty", _empty_difficulty()) for k in names}
+        for k in names:
+            total = _add(total, splits[split][k])
+    d = difficulty.definition()
+    return {
+        "definition": {"size_bins": {b: (f"<= {e} px" if e is not None else f"> {d['size_edges'][-1]} px")
+                                     for b, e in zip(difficulty.SIZE_BINS, [*difficulty.SIZE_EDGES, None])},
+                       "scr_bins": _scr_labels(), "guard": difficulty.GUARD, "ring": difficulty.RING,
+                       "std_floor": difficulty.STD_FLOOR, "none": "no target (samples), empty ring (targets)"},
+        "splits": splits,
+        "total": total,
+    }
+
+
+def _scr_labels() -> dict[str, str]:
+    edges = difficulty.SCR_EDGES
+    labels = {difficulty.SCR_BINS[0]: f"< {edges[0]:g}"}
+    for b, lo, hi in zip(difficulty.SCR_BINS[1:-1], edges, edges[1:]):
+        labels[b] = f"{lo:g} to < {hi:g}"
+    labels[difficulty.SCR_BINS[-1]] = f">= {edges[-1]:g}"
+    return labels
+
+
+# ---------------------------------------------------------------- image sizes (issue 18)
+
+
+def size_key(shape) -> str:
+    """stats.json's name of an image size: "HxW" (rows x columns, as the shards store them)."""
+    return f"{int(shape[0])}x{int(shape[1])}"
+
+
+def _size_order(keys) -> list[str]:
+    """Sizes by pixel count, then height: smallest first."""
+    def key(k: str) -> tuple[int, int]:
+        h, w = (int(v) for v in k.split("x"))
+        return h * w, h
+    return sorted(keys, key=key)
+
+
+def size_stats(merged: Merged) -> dict[str, Any]:
+    """stats.json's "sizes": samples per image size ("HxW"), per split and kind (`splits`) and over
+    everything (`total`), smallest size first; `n_sizes` the number of distinct sizes."""
+    splits: dict[str, dict] = {}
+    total: dict[str, int] = {}
+    for split in merged:
+        kinds = merged[split]
+        names = [k for k in KINDS if k in kinds] + sorted(k for k in kinds if k not in KINDS)
+        splits[split] = {}
+        for k in names:
+            counts = kinds[k].get("sizes", {})
+            splits[split][k] = {s: int(counts[s]) for s in _size_order(counts)}
+            for s, c in counts.items():
+                total[s] = total.get(s, 0) + int(c)
+    return {"n_sizes": len(total), "total": {s: total[s] for s in _size_order(total)}, "splits": splits}
+
+
+def write_size_plot(merged: Merged, out: Path) -> None:
+    """image_sizes.csv: one row per image size (height, width, pixels), samples of all kinds and
+    per kind, smallest first (for `dvc plots`)."""
+    by_kind = _by_kind(merged)
+    columns = list(KINDS) + sorted(k for k in by_kind if k not in KINDS)
+    counts = {k: by_kind.get(k, {}).get("sizes", {}) for k in columns}
+    sizes = _size_order({s for c in counts.values() for s in c})
+    with open(out / "image_sizes.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["size", "height", "width", "pixels", "all", *columns])
+        for s in sizes:
+            h, w = (int(v) for v in s.split("x"))
+            row = [int(counts[k].get(s, 0)) for k in columns]
+            writer.writerow([s, h, w, h * w, sum(row), *row])
 
 
 def _by_kind(merged: Merged) -> dict[str, dict]:

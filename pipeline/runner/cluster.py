@@ -55,6 +55,27 @@ def resolve_device(device: str) -> "torch.device":
     return torch.device(device)
 
 
+def gpu_impossible() -> bool:
+    """True when this process can see no CUDA device, known without importing torch (1.3-2.5
+    CPU-s): CUDA_VISIBLE_DEVICES hides every device, or the machine has no NVIDIA device node
+    (/dev/nvidia0, ...; /dev/dxg under WSL). False means "maybe": ask torch."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return True
+    import glob
+
+    return not glob.glob("/dev/nvidia[0-9]*") and not os.path.exists("/dev/dxg")
+
+
+def resolve_device_type(device: str) -> str:
+    """`resolve_device(device).type` ("cpu" or "cuda"), without importing torch where no GPU can be
+    seen (`gpu_impossible`): the CPU paths of the method modules are numpy, so a CPU-only stage
+    task never loads torch. Same answers and errors as `resolve_device`."""
+    if device == "cpu" or (device == "auto" and gpu_impossible()):
+        return "cpu"
+    return resolve_device(device).type
+
+
 #: Seconds to wait for a scheduler given by address before giving up (SIRST5K_CONNECT_TIMEOUT).
 CONNECT_TIMEOUT = 5.0
 # schemes distributed can connect to, and those that take a HOST:PORT
@@ -139,7 +160,7 @@ def open_client(workers: int | None = None, scheduler: str | None = None, device
             client.close()
         return
     resources = None
-    if device != "cpu":
+    if device != "cpu" and not (device == "auto" and gpu_impossible()):
         import torch
 
         check_cuda_here(device)
@@ -291,7 +312,8 @@ class Runner:
         results: list[Any] = []
         spill = self._may_spill()
         seconds: list[float] = []
-        with worker_threads(), progress_bar(label, len(tasks)) as advance:
+        threads = min(local_workers(self.workers), _usable_cores())
+        with worker_threads(), here_threads(threads), progress_bar(label, len(tasks)) as advance:
             for i, args in enumerate(tasks):
                 start = time.perf_counter()
                 results.append(fn(*args))
@@ -307,6 +329,35 @@ class Runner:
             results += run_tasks(self.client, fn, rest, f"{label} ({local_workers(self.workers)} workers)", gpu=gpu)
             self.where += ["cluster"] * len(rest)
         return results
+
+
+#: Threads a task may use for work that releases the GIL (numpy, PIL codecs), set while `Runner.run`
+#: runs tasks here: the cores this process may use, at most `--workers`. A task on a cluster
+#: worker sees 1 (the workers already fill the cores).
+_HERE_THREADS = 1
+
+
+def task_threads() -> int:
+    """Threads the running task may use for GIL-free work (1 on a cluster worker); see `_HERE_THREADS`."""
+    return _HERE_THREADS
+
+
+def _usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def here_threads(n: int) -> Iterator[None]:
+    """`task_threads()` is `n` (at least 1) inside."""
+    global _HERE_THREADS
+    saved, _HERE_THREADS = _HERE_THREADS, max(1, int(n))
+    try:
+        yield
+    finally:
+        _HERE_THREADS = saved
 
 
 @contextlib.contextmanager

@@ -9,5 +9,5 @@ The folder `pipeline/` installs as this package, and `stages/` as `sirst5k.stage
 The library never imports `sirst5k.stages`.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 PRODUCER = f"sirst5k {__version__}"

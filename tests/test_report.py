@@ -292,3 +292,29 @@ def test_card_documents_the_splits_and_leakage(reported, tmp_path):
     build_report(bare)
     bare_card = (bare / "report" / "README.md").read_text()
     assert "no manifest or stage record gives their sha256" in bare_card and "- train: `train-00000.h5`\n" in bare_card
+
+
+def test_rerun_after_dvc_removed_some_of_its_files(reported, tmp_path):
+    """DVC deletes a stage's declared outputs before it reruns it, and leaves undeclared ones:
+    the report's own folder with some of its files gone is still its own, not a stranger's."""
+    root, _, stats = reported
+    app = typer.Typer()
+    app.command()(command)
+    out = tmp_path / "rep"
+    first = CliRunner().invoke(app, [str(root / "manifest.json"), "--out", str(out)])
+    assert first.exit_code == 0, first.output
+    for name in ("stats.json", "README.md"):
+        (out / name).unlink()
+    again = CliRunner().invoke(app, [str(root / "manifest.json"), "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "stats.json").read_text()) == stats
+    # a file it did not write still makes the folder someone else's
+    (out / "mine.txt").write_text("user data")
+    refused = CliRunner().invoke(app, [str(root / "manifest.json"), "--out", str(out)])
+    assert refused.exit_code == 2 and "--overwrite replaces it" in refused.output
+    assert (out / "mine.txt").read_text() == "user data"
+    # so does one of its files the user changed (another size)
+    (out / "mine.txt").unlink()
+    (out / "stats.json").write_text("{}")
+    refused = CliRunner().invoke(app, [str(root / "manifest.json"), "--out", str(out)])
+    assert refused.exit_code == 2

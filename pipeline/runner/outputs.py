@@ -194,9 +194,15 @@ def folder_owner(out: str | Path) -> tuple[str | None, str]:
         try:
             doc = json.loads(side.read_text(encoding="utf-8"))
             stage, tree = doc["stage"], doc["tree"]
+            files = doc.get("files")
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
             return None, f"{side.name} beside it cannot be read"
-        if tree != tree_fingerprint(out):
+        if isinstance(files, list):
+            # Files the stage wrote may be gone (DVC deletes a stage's declared outputs before it
+            # reruns it); only a file it did not write, or one whose size changed, is someone else's.
+            if not set(tree_entries(out)) <= set(files):
+                return None, f"its files changed since {stage} wrote it"
+        elif tree != tree_fingerprint(out):
             return None, f"its files changed since {stage} wrote it"
         return stage, f"{stage} wrote it"
     if _is_published_dataset(out):
@@ -222,6 +228,11 @@ def tree_fingerprint(folder: str | Path) -> str:
     Another stage's output inside it (a report in `DATASET/report`, marked by its own record
     `.report.stage.json`) and that stage's lock or staging folder are left out: they do not make
     the folder someone else's."""
+    return hashlib.sha256("\n".join(tree_entries(folder)).encode()).hexdigest()
+
+
+def tree_entries(folder: str | Path) -> list[str]:
+    """The entries `tree_fingerprint` hashes: `kind:relative path:size`, sorted by walk order."""
     folder = Path(folder)
     entries = []
     for root, dirs, files in os.walk(folder):
@@ -239,7 +250,7 @@ def tree_fingerprint(folder: str | Path) -> str:
                 continue
             kind = "l" if p.is_symlink() else "f"
             entries.append(f"{kind}:{rel}:{st.st_size}")
-    return hashlib.sha256("\n".join(entries).encode()).hexdigest()
+    return entries
 
 
 def record_owner(out: str | Path, stage: str) -> None:
@@ -254,7 +265,7 @@ def record_owner(out: str | Path, stage: str) -> None:
     if isinstance(doc, dict) and doc.get("stage") == stage:
         side.unlink(missing_ok=True)
         return
-    _write_json(side, {"stage": stage, "folder": out.name, "tree": tree_fingerprint(out)})
+    _write_json(side, {"stage": stage, "folder": out.name, "tree": tree_fingerprint(out), "files": tree_entries(out)})
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -192,8 +192,13 @@ def target_difficulty(images, masks) -> dict[str, np.ndarray]:
 def _dilate(a: np.ndarray, r: int) -> np.ndarray:
     """Chessboard dilation of a bool [h, w] by radius r, zero outside (a (2r+1)^2 box sum > 0,
     from the integral image: a few array operations whatever r)."""
-    c = np.pad(a.astype(np.int32), ((r + 1, r), (r + 1, r))).cumsum(0).cumsum(1)
+    h, w = a.shape
     k = 2 * r + 1
+    # zero border by hand and cumsums in place: np.pad was two thirds of the tags' time
+    c = np.zeros((h + k, w + k), np.int32)
+    c[r + 1:r + 1 + h, r + 1:r + 1 + w] = a
+    np.cumsum(c, axis=0, out=c)
+    np.cumsum(c, axis=1, out=c)
     return (c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]) > 0
 
 

@@ -37,7 +37,7 @@ def ingest_shard(path: str, refs: list, split: str, index: int, n_shards: int, s
 
     from sirst5k.errors import InputError
     from sirst5k.formats import shards
-    from sirst5k.formats.layouts import load_sample
+    from sirst5k.formats.layouts import PAD_VALUE, load_sample
     from sirst5k.method.targets import batch_target_table
     from sirst5k.runner.outputs import hash_files, task_key
     from sirst5k.runner.tasks import TaskResult, reuse_shard
@@ -87,6 +87,7 @@ def ingest_shard(path: str, refs: list, split: str, index: int, n_shards: int, s
         meta["orig_w"][i] = ow
         meta["valid_h"][i] = vh
         meta["valid_w"][i] = vw
+        meta["pad_value"][i] = PAD_VALUE if vh >= 0 else -1
     # before the shard: a shard on disk always has its warnings beside it
     _write_warnings(path, key, warnings, skipped)
     info = shards.write_shard(

@@ -206,8 +206,10 @@ def test_keep_aspect_pads_bottom_right_and_records_the_box(tmp_path):
         name = str(meta["sample_id"][0])
         vh, vw = int(meta["valid_h"][0]), int(meta["valid_w"][0])
         found[name] = (vh, vw)
+        # the padding's grey level is recorded with the box (-1: not padded)
+        assert int(meta["pad_value"][0]) == (-1 if name == "square" else 0)
         with h5py.File(path, "r") as f:  # written only where padded: a shard without padding keeps its bytes
-            assert ("valid_h" in f["meta"]) == (name != "square")
+            assert ("valid_h" in f["meta"]) == ("pad_value" in f["meta"]) == (name != "square")
         source = read_grey(src / "images" / f"{name}.png")
         src_mask, _ = read_mask(src / "masks" / f"{name}.png")
         fit = (256, 256) if vh < 0 else (vh, vw)

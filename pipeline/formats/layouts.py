@@ -524,8 +524,11 @@ def load_sample(ref: SampleRef, size: int | tuple[int, int] | None, keep_aspect:
     return LoadedSample(image, mask, h, w, warnings, *valid)
 
 
+PAD_VALUE = 0  # what --keep-aspect pads images and masks with (recorded per sample: `pad_value`)
+
+
 def _pad_square(array: np.ndarray, side: int) -> np.ndarray:
-    """`array` [h, w] at the top-left of a zero `side` x `side` array."""
-    out = np.zeros((side, side), np.uint8)
+    """`array` [h, w] at the top-left of a `side` x `side` array of PAD_VALUE."""
+    out = np.full((side, side), PAD_VALUE, np.uint8)
     out[: array.shape[0], : array.shape[1]] = array
     return out

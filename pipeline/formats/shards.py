@@ -21,7 +21,8 @@ dataset may differ in size (`ingest --size native`). A dataset whose shards diff
 schema 2 (`MIXED_SIZES_SCHEMA`: the manifest's `schema_version` and each shard's attribute,
 which the writer takes from `attrs` when given); a one-size dataset stays schema 1, written byte
 for byte as before. Readers accept `SCHEMA_VERSIONS`. `--keep-aspect` pads images to one square
-size and records each image's valid box (top-left, `valid_h` x `valid_w`) in the PADDING_FIELDS;
+size and records each image's valid box (top-left, `valid_h` x `valid_w`) and the padding's grey
+level (`pad_value`, 0) in the PADDING_FIELDS;
 those are written only in a shard where some sample is padded (-1 = not padded), and a shard
 without them reads them as -1, so shards without padding keep their bytes.
 """
@@ -82,7 +83,7 @@ META_FIELDS.update({name: (_STR if dtype is str else dtype, fill)
                     for name, (dtype, fill) in _difficulty.SAMPLE_FIELDS.items()})
 # --keep-aspect's valid box of a padded image (rows, cols from the top-left); -1 = not padded.
 # Optional: written only in a shard with a padded sample (see the module's docstring).
-PADDING_FIELDS = ("valid_h", "valid_w")
+PADDING_FIELDS = ("valid_h", "valid_w", "pad_value")  # and the grey level of the padding
 META_FIELDS.update({name: (np.int32, -1) for name in PADDING_FIELDS})
 # fields a caller's meta and a stored shard may lack (read as their "none" values)
 OPTIONAL_FIELDS = DIFFICULTY_FIELDS + PADDING_FIELDS

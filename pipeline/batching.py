@@ -57,9 +57,7 @@ class RandomCrops(Dataset):
 
     def box(self, index: int, mask: torch.Tensor) -> CropBox:
         """The crop of item `index` this epoch, for its mask [1, H, W]."""
-        rng = generator(self.seed, "crop", f"{self.epoch}/{int(index)}")
-        return draw_crop(mask[0].numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)[0],
-                         self.size, self.pos_prob, rng)
+        return item_crop(mask, self.size, self.pos_prob, self.seed, self.epoch, index)
 
     def __getitem__(self, index: int):
         item = self.dataset[index]
@@ -68,6 +66,13 @@ class RandomCrops(Dataset):
         image, mask = crop_tensor(image, box), crop_tensor(mask, box)
         rest = tuple({**r, "crop": (box.y0, box.x0, box.target)} if isinstance(r, dict) else r for r in rest)
         return (image, mask, *rest)
+
+
+def item_crop(mask, size: int, pos_prob: float, seed: int, epoch: int, index: int) -> CropBox:
+    """The crop of item `index` in `epoch`, for its mask [1, H, W] (tensor or array): drawn from
+    `generator(seed, "crop", "<epoch>/<index>")` alone (`RandomCrops` and `ShardDataset(crop=)`)."""
+    rng = generator(seed, "crop", f"{int(epoch)}/{int(index)}")
+    return draw_crop(mask[0].numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)[0], size, pos_prob, rng)
 
 
 def crop_tensor(x: torch.Tensor, box: CropBox) -> torch.Tensor:

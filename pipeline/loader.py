@@ -350,12 +350,9 @@ class ShardDataset(Dataset):
             image = torch.from_numpy(image_np).to(torch.float32).div_(255.0)
             mask = torch.from_numpy(mask_np).to(torch.float32).clamp_(max=1.0)
         if self.crop is not None:
-            from sirst5k.batching import crop_tensor
-            from sirst5k.method.crop import draw_crop
-            from sirst5k.method.rng import generator
+            from sirst5k.batching import crop_tensor, item_crop
 
-            rng = generator(self.seed, "crop", f"{self.epoch}/{i}")
-            box = draw_crop(mask[0].numpy(), self.crop, self.crop_pos_prob, rng)
+            box = item_crop(mask, self.crop, self.crop_pos_prob, self.seed, self.epoch, i)
             image, mask = crop_tensor(image, box), crop_tensor(mask, box)
         if self.pad_to is not None:
             from sirst5k.method.crop import padded_size

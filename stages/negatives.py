@@ -55,29 +55,6 @@ def negative_meta(meta: dict[str, np.ndarray], plan: NegativeParams,
     return m
 
 
-VALID_FIELDS = ("valid_h", "valid_w")  # a padded image's valid region (`ingest --keep-aspect`), -1 = whole
-
-
-def valid_sizes(meta: dict[str, np.ndarray]) -> np.ndarray | None:
-    """[N, 2] (h, w) of each sample's valid region when the shard records one (a padded
-    `--keep-aspect` shard), else None: the boxes are then clamped to the whole image."""
-    import numpy as np
-
-    if not all(f in meta for f in VALID_FIELDS):
-        return None
-    sizes = np.stack([np.asarray(meta[f], np.int64) for f in VALID_FIELDS], axis=1)
-    return sizes if (sizes > 0).any() else None
-
-
-def mixed_schema(src: str) -> dict:
-    """{"schema_version": 2} when the input shard is one of a dataset of several sizes (its own
-    attribute, as ingest writes it), else {}: the output parts say what their input said."""
-    from sirst5k.formats import shards
-
-    schema = int(shards.read_attrs(src).get("schema_version", shards.SCHEMA_VERSION))
-    return {"schema_version": schema} if schema == shards.MIXED_SIZES_SCHEMA else {}
-
-
 def negatives_shard(src: str, src_sha: str, dst_dir: str, index: int, params: dict, device: str):
     """Make the negatives of one input shard; write them as parts of at most shard_size samples.
 
@@ -97,10 +74,10 @@ def negatives_shard(src: str, src_sha: str, dst_dir: str, index: int, params: di
     if done is not None:
         return done
     images, masks, meta = shards.read_shard(src)
-    schema = mixed_schema(src)  # schema 2 in, schema 2 out (a dataset of several sizes)
+    schema = shards.carried_schema(src)  # schema 2 in, schema 2 out (a dataset of several sizes)
     dev = resolve_device_type(device)
     plan = method.plan_negatives(masks, params["patch"], rotations=params["rotations"], mirror=params["mirror"],
-                                 clamp=params["clamp"], valid_sizes=valid_sizes(meta))
+                                 clamp=params["clamp"], valid_sizes=shards.valid_box(meta))
     check = method.check_negatives(masks, plan, dev)
     if not params["keep_cut"] and len(plan):
         keep = ~check["cut"]

@@ -28,32 +28,22 @@ STAGE = TransferParams.STEP
 P = TransferParams
 
 
-VALID_FIELDS = ("valid_h", "valid_w")  # a padded image's valid region (`ingest --keep-aspect`), -1 = whole
-
-
 def valid_regions(meta: dict, size: tuple[int, int]):
     """[((h, w), rows)] of the samples by valid region, smallest first, when a shard records padded
     images (`valid_h`, `valid_w` > 0 and smaller than the image somewhere); None otherwise."""
     import numpy as np
 
-    if not all(f in meta for f in VALID_FIELDS):
+    from sirst5k.formats import shards
+
+    v = shards.valid_box(meta)
+    if v is None:
         return None
     full = np.asarray(size, np.int64)[None, :]
-    v = np.stack([np.asarray(meta[f], np.int64) for f in VALID_FIELDS], axis=1)
     v = np.where(v > 0, np.minimum(v, full), full)
     if (v == full).all():
         return None
     keys = sorted({tuple(r) for r in v.tolist()})
     return [((int(h), int(w)), np.flatnonzero((v[:, 0] == h) & (v[:, 1] == w))) for h, w in keys]
-
-
-def mixed_schema(src: str) -> dict:
-    """{"schema_version": 2} when the input shard is one of a dataset of several sizes (its own
-    attribute, as ingest writes it), else {}: the output shard says what its input said."""
-    from sirst5k.formats import shards
-
-    schema = int(shards.read_attrs(src).get("schema_version", shards.SCHEMA_VERSION))
-    return {"schema_version": schema} if schema == shards.MIXED_SIZES_SCHEMA else {}
 
 
 def transfer_shard(src: str, src_sha: str, dst: str, index: int, n_shards: int, bank: dict, params: dict,
@@ -110,7 +100,7 @@ def transfer_shard(src: str, src_sha: str, dst: str, index: int, n_shards: int, 
     out_meta["noise_id"] = noise_id[rep]
     info = shards.write_shard(dst, out_images, masks[rep], out_meta,
                               {"dataset": STAGE, "version": key[:16], "split": params["split"], "shard_index": index,
-                               "n_shards": n_shards, "task_key": key, **mixed_schema(src)})
+                               "n_shards": n_shards, "task_key": key, **shards.carried_schema(src)})
     return TaskResult((info,), dev)
 
 

@@ -1,9 +1,12 @@
-"""Shared fixtures: the compute device (CPU, and CUDA where present) and the real data."""
+"""Shared fixtures: the compute device (CPU, and CUDA where present), the real data, a dask scheduler."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -55,3 +58,21 @@ def sirst_dir() -> Path:
 @pytest.fixture
 def sirst_v2_frames() -> Path:
     return require_data("sirst-v2-frames")
+
+
+@contextlib.contextmanager
+def local_scheduler(n_workers: int = 1, **kwargs) -> Iterator[str]:
+    """The address of a LocalCluster of `n_workers` single-thread worker processes, for `--scheduler`.
+    Dashboard ":0": the scheduler's HTTP server takes a free port instead of warning that 8787 is taken."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                      scheduler_kwargs={"dashboard_address": ":0"}, silence_logs=logging.ERROR, **kwargs) as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> Iterator[str]:
+    """One worker process, started once per test module (a module may define its own)."""
+    with local_scheduler() as address:
+        yield address

@@ -7,7 +7,6 @@ its own local cluster, to see exactly what reaches the terminal, dask workers' o
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -29,15 +28,6 @@ TEST = ["000005", "000006", "000007", "000008"]
 
 runner = CliRunner()
 
-
-@pytest.fixture(scope="module")
-def scheduler() -> str:
-    from distributed import LocalCluster
-
-    # dashboard ":0": the scheduler's HTTP server takes a free port instead of warning that 8787 is taken.
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
-                      scheduler_kwargs={"dashboard_address": ":0"}, silence_logs=logging.ERROR) as cluster:
-        yield cluster.scheduler_address
 
 
 def write_image(path: Path, value: int = 60, size: tuple[int, int] = (H, W), dtype=np.uint8) -> Path:

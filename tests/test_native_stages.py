@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -77,11 +76,10 @@ def write_input(path: Path, images, masks, ids, orig, split: str, index: int, ex
 
 @pytest.fixture(scope="module")
 def scheduler() -> str:
-    from distributed import LocalCluster
+    from conftest import local_scheduler
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                      scheduler_kwargs={"dashboard_address": ":0"}, silence_logs=logging.ERROR) as cluster:
-        yield cluster.scheduler_address
+    with local_scheduler(2) as address:  # two workers: 1 vs 2 must give the same bytes
+        yield address
 
 
 @pytest.fixture(scope="module")

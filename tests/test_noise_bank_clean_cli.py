@@ -4,8 +4,6 @@ is applied these tests skip, saying so."""
 
 from __future__ import annotations
 
-import inspect
-import logging
 from pathlib import Path
 
 import h5py
@@ -16,21 +14,10 @@ from typer.testing import CliRunner
 
 from sirst5k.formats import bank
 from sirst5k.stages.cli import app
-from sirst5k.stages.noise_bank import command
 
-pytestmark = pytest.mark.skipif("max_dip" not in inspect.signature(command).parameters,
-                                reason="stages/noise_bank.py does not take the issue-15 options yet")
 runner = CliRunner()
 W = 16
 
-
-@pytest.fixture(scope="module")
-def scheduler() -> str:
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
-                      scheduler_kwargs={"dashboard_address": ":0"}, silence_logs=logging.ERROR) as cluster:
-        yield cluster.scheduler_address
 
 
 def save(path: Path, frame: np.ndarray) -> Path:

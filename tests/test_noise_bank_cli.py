@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import subprocess
@@ -22,14 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 WINDOW = 16
 
-
-@pytest.fixture(scope="module")
-def scheduler() -> str:
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
-                      scheduler_kwargs={"dashboard_address": ":0"}, silence_logs=logging.ERROR) as cluster:
-        yield cluster.scheduler_address
 
 
 def flat_frame(seed: int, size: tuple[int, int] = (64, 64), level: int = 100) -> np.ndarray:

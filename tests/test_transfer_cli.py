@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import h5py
@@ -20,14 +19,6 @@ from sirst5k.stages.cli import app
 runner = CliRunner()
 W = 16
 
-
-@pytest.fixture(scope="module")
-def scheduler() -> str:
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
-                      scheduler_kwargs={"dashboard_address": ":0"}, silence_logs=logging.ERROR) as cluster:
-        yield cluster.scheduler_address
 
 
 def cli(*args) -> str:

@@ -83,7 +83,8 @@ META_FIELDS.update({name: (_STR if dtype is str else dtype, fill)
                     for name, (dtype, fill) in _difficulty.SAMPLE_FIELDS.items()})
 # --keep-aspect's valid box of a padded image (rows, cols from the top-left); -1 = not padded.
 # Optional: written only in a shard with a padded sample (see the module's docstring).
-PADDING_FIELDS = ("valid_h", "valid_w", "pad_value")  # and the grey level of the padding
+VALID_BOX = ("valid_h", "valid_w")
+PADDING_FIELDS = (*VALID_BOX, "pad_value")  # and the grey level of the padding
 META_FIELDS.update({name: (np.int32, -1) for name in PADDING_FIELDS})
 # fields a caller's meta and a stored shard may lack (read as their "none" values)
 OPTIONAL_FIELDS = DIFFICULTY_FIELDS + PADDING_FIELDS
@@ -166,6 +167,23 @@ def _with_fill(meta: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
     n = len(next(iter(meta.values()))) if meta else 0
     fill = new_meta(n)
     return {**meta, **{f: fill[f] for f in missing}}
+
+
+def valid_box(meta: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """[N, 2] (valid_h, valid_w) of a shard's samples, -1 where a sample is not padded; None when
+    no sample is (or the meta has no box): the whole image is valid."""
+    if not all(f in meta for f in VALID_BOX):
+        return None
+    box = np.stack([np.asarray(meta[f], np.int64) for f in VALID_BOX], axis=1)
+    return box if (box > 0).any() else None
+
+
+def carried_schema(src: str | Path) -> dict[str, int]:
+    """The root attribute a stage's output shard takes from its input shard: {"schema_version": 2}
+    when the input belongs to a dataset of several sizes (MIXED_SIZES_SCHEMA), else {} (the
+    writer's default, schema 1)."""
+    schema = int(read_attrs(src).get("schema_version", SCHEMA_VERSION))
+    return {"schema_version": schema} if schema == MIXED_SIZES_SCHEMA else {}
 
 
 def sha256_file(path: str | Path, block: int = 1 << 20) -> str:

@@ -39,6 +39,7 @@ def ingest_shard(path: str, refs: list, split: str, index: int, n_shards: int, s
     from sirst5k.formats import shards
     from sirst5k.formats.layouts import PAD_VALUE, load_sample
     from sirst5k.method.targets import batch_target_table
+    from sirst5k.runner.cluster import thread_map
     from sirst5k.runner.outputs import hash_files, task_key
     from sirst5k.runner.tasks import TaskResult, reuse_shard
 
@@ -49,18 +50,24 @@ def ingest_shard(path: str, refs: list, split: str, index: int, n_shards: int, s
         meta = shards.read_meta(path)
         return TaskResult(done.shards, None, {**_read_warnings(path, key),
                                               "no_target": int((meta["n_targets"] == 0).sum())})
-    warnings: list[str] = []
-    images, masks, rows = [], [], []
-    skipped = 0
-    for ref in refs:
+    def load(ref):
+        # (sample, error): PNG decoding and PIL's resize release the GIL, so `thread_map` overlaps them
         try:
             loaded = load_sample(ref, size, keep_aspect)
             if shape is not None and loaded.image.shape != tuple(shape):
                 h, w = loaded.image.shape
                 raise InputError(ref.image, f"decodes to {w}x{h} pixels but its header says {shape[1]}x{shape[0]}")
         except InputError as err:
+            return None, err
+        return loaded, None
+
+    warnings: list[str] = []
+    images, masks, rows = [], [], []
+    skipped = 0
+    for ref, (loaded, err) in zip(refs, thread_map(load, refs)):  # the first bad one in order is the error
+        if err is not None:
             if not skip_bad:
-                raise
+                raise err
             warnings.append(f"{err}; left out")
             skipped += 1
             continue

@@ -33,7 +33,7 @@ def bank_sequence(name: str, paths: list[str], part: str, params: dict) -> list[
     run order (a sequence of one run keeps its name; runs are `<name>-run<k>`)."""
     from sirst5k.formats.frames import run_names, scene_run_index, thumbnail
     from sirst5k.formats.imageio import read_grey
-    from sirst5k.runner.cluster import task_threads
+    from sirst5k.runner.cluster import thread_map
 
     scene_corr = params.get("scene_corr")
 
@@ -45,14 +45,7 @@ def bank_sequence(name: str, paths: list[str], part: str, params: dict) -> list[
             return None, None, err
         return img, thumbnail(img, standardise=False) if scene_corr else None, None
 
-    threads = min(task_threads(), len(paths))
-    if threads > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(threads) as pool:
-            decoded = list(pool.map(read, paths))
-    else:
-        decoded = [read(p) for p in paths]
+    decoded = thread_map(read, paths)
     images, thumbs, errors = [], [], []
     for img, thumb, err in decoded:  # the first unreadable frame in frame order is the error
         if err is not None and not params.get("skip_bad"):
@@ -146,7 +139,8 @@ def _bank_run(name: str, paths: list[str], decoded: list, errors: list, part: st
         from sirst5k.method.noise_model import fit_sequence, fit_temporal
 
         if params.get("model_fit", "flat") == "temporal":
-            model = fit_temporal(stack, kept, length, w, stride=stride, tile=params["model_tile"])
+            model = fit_temporal(stack, kept, length, w, stride=stride, tile=params["model_tile"],
+                                 nlf=bool(params.get("model_nlf", False)))
             if model is None:
                 result["warnings"].append(f"sequence {name}: no pair of frames with a stable {w}-px window; no "
                                           f"noise model")
@@ -239,6 +233,7 @@ def command(
     spot_floor: Annotated[float, typer.Option(help=P.help("spot_floor"))] = P.spot_floor,
     model_fit: Annotated[str, typer.Option(help=P.help("model_fit"))] = P.model_fit,
     model_tile: Annotated[int, typer.Option(help=P.help("model_tile"))] = P.model_tile,
+    model_nlf: Annotated[bool, typer.Option("--model-nlf/--no-model-nlf", help=P.help("model_nlf"))] = P.model_nlf,
     test_set: Annotated[Optional[Path], typer.Option(
         "--test-set", help="The labelled set's test split (a shard folder such as output/ingest, an image folder or "
                            "an image): a frame that is one of its images is an error.")] = None,
@@ -260,7 +255,7 @@ def command(
                              max_seq_var=max_seq_var, max_seq_mean=max_seq_mean, temporal=temporal,
                              max_peak=max_peak, skip_bad=skip_bad, max_dip=max_dip, scene_corr=scene_corr,
                              model=model, allow_overlap=allow_overlap, spot_sigmas=spot_sigmas,
-                             spot_floor=spot_floor, model_fit=model_fit, model_tile=model_tile)
+                             spot_floor=spot_floor, model_fit=model_fit, model_tile=model_tile, model_nlf=model_nlf)
     version = params.version_dict()
     out = Path(out)
     check_output_file(out, STAGE, [frames], overwrite)
@@ -283,7 +278,8 @@ def command(
             task_params = {**version, "max_peak": params.max_peak, "skip_bad": params.skip_bad,
                            "max_dip": params.max_dip, "model": params.model, "spot_sigmas": params.spot_sigmas,
                            "spot_floor": params.spot_floor, "model_fit": params.model_fit,
-                           "model_tile": params.tile, "scene_corr": params.scene_corr}
+                           "model_tile": params.tile, "scene_corr": params.scene_corr,
+                           "model_nlf": params.model_nlf}
             # one task a sequence: it decodes the frames once, splits them at scene cuts and banks each run
             tasks = [(name, [str(p) for p in paths], str(parts_dir / f"{i:05d}"), task_params)
                      for i, (name, paths) in enumerate(sequences.items())]

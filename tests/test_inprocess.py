@@ -132,9 +132,10 @@ def test_long_work_moves_to_a_local_cluster_once(monkeypatch):
     with contextlib.ExitStack() as stack:
         r = Runner(stack, 2, None, "cpu")
         pids = r.run(_pid, [(i,) for i in range(5)], "t")
-        # decided from the second task on (the first also pays the imports)
-        assert r.where == ["here"] * cluster.SPILL_AFTER_TASKS + ["cluster"] * (5 - cluster.SPILL_AFTER_TASKS)
-        here = cluster.SPILL_AFTER_TASKS
+        # decided from the second task on (the first also pays the imports); two tasks run here at
+        # a time (2 workers, 2 cores), so the one started beside the deciding task finishes here
+        here = cluster.SPILL_AFTER_TASKS + (min(2, cluster._usable_cores()) - 1)
+        assert r.where == ["here"] * here + ["cluster"] * (5 - here)
         assert set(pids[:here]) == {os.getpid()} and os.getpid() not in pids[here:]
         # a later task list of the same command uses the open cluster, from its first task
         again = r.run(_pid, [(i,) for i in range(2)], "t2")
@@ -185,6 +186,36 @@ def test_tasks_run_here_may_use_the_cores_up_to_workers(monkeypatch):
         with contextlib.ExitStack() as stack:
             assert Runner(stack, workers, None, "cpu").run(_threads, [(0,), (1,)], "t") == [want, want]
     assert cluster.task_threads() == 1
+
+
+def _meet(barrier, i: int, fail: set, timeout: float = 20) -> int:
+    # every task waits for the other lane's: this returns only when two tasks run at once
+    barrier.wait(timeout=timeout)
+    if i in fail:
+        raise InputError(f"task-{i}", "bad")
+    return i * i
+
+
+@pytest.mark.skipif(cluster._usable_cores() < 2, reason="needs 2 cores for 2 tasks at a time here")
+def test_tasks_here_run_two_at_a_time_in_task_order(monkeypatch):
+    """`--workers 2` here: two tasks at once on threads (the barrier needs both), results in
+    task order, and the first failure in task order is the error, as one after another."""
+    import threading
+
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    monkeypatch.setenv(cluster.CLUSTER_ENV, "never")
+    with contextlib.ExitStack() as stack:
+        barrier = threading.Barrier(2)
+        assert Runner(stack, 2, None, "cpu").run(_meet, [(barrier, i, set()) for i in range(6)], "t") == \
+            [i * i for i in range(6)]
+        barrier = threading.Barrier(2)
+        # 3 fails beside 2; 4, started beside 3, then waits alone and fails too (after 1 s), but
+        # after 3 in task order
+        with pytest.raises(InputError, match="task-3"):
+            Runner(stack, 2, None, "cpu").run(_meet, [(barrier, i, {3}, 1.0) for i in range(6)], "t")
+        # one worker: one task at a time, so a task never meets another (the barrier of 1 passes)
+        barrier = threading.Barrier(1)
+        assert Runner(stack, 1, None, "cpu").run(_meet, [(barrier, i, set()) for i in range(3)], "t") == [0, 1, 4]
 
 
 @pytest.mark.slow

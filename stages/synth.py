@@ -18,6 +18,10 @@ from .common import Overwrite, Scheduler, Seed, Workers, user_errors
 P = SynthParams
 STAGE = P.STEP
 CHUNK = 128  # images per task: enough to amortise dask's per-task cost
+# zlib level of the synthetic PNGs: on these noisy 256-px images level 1 encodes 2.7x faster than
+# PIL's default 6 (4.1 vs 10.9 ms an image, most of synth's time) for 17 % more bytes (38 vs 32
+# KiB); the pixels are the same, and the folder is an intermediate that ingest reads once.
+PNG_LEVEL = 1
 
 
 def _write_image(folder: Path, seed: int, i: int, size: int) -> None:
@@ -25,8 +29,8 @@ def _write_image(folder: Path, seed: int, i: int, size: int) -> None:
     from sirst5k.method.synth import make_labelled_sample
 
     image, mask = make_labelled_sample(seed, i, size)
-    write_png(folder / "images" / f"{i + 1:06d}.png", image)
-    write_png(folder / "masks" / f"{i + 1:06d}.png", mask)
+    write_png(folder / "images" / f"{i + 1:06d}.png", image, PNG_LEVEL)
+    write_png(folder / "masks" / f"{i + 1:06d}.png", mask, PNG_LEVEL)
 
 
 def _write_images(folder: str, seed: int, indices: list[int], size: int) -> int:
@@ -34,21 +38,12 @@ def _write_images(folder: str, seed: int, indices: list[int], size: int) -> int:
     numpy's random draws, FFTs and array math and PIL's PNG encoder release the GIL, so 2 threads
     take ~0.55x the time of one, without a cluster's start-up. Each file depends on its index
     alone and is written atomically, so the bytes do not depend on the thread count."""
-    from sirst5k.runner.cluster import task_threads
+    from sirst5k.runner.cluster import thread_map
 
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "masks").mkdir(parents=True, exist_ok=True)
-    threads = min(task_threads(), len(indices))
-    if threads <= 1:
-        for i in indices:
-            _write_image(folder, seed, i, size)
-        return len(indices)
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(threads) as pool:
-        # list(): the first failure in index order is raised, after every thread has stopped
-        list(pool.map(lambda i: _write_image(folder, seed, i, size), indices))
+    thread_map(lambda i: _write_image(folder, seed, i, size), indices)
     return len(indices)
 
 
@@ -59,7 +54,7 @@ def _write_sequence(folder: str, seed: int, index: int, n_frames: int, size: int
     frames = make_sequence(seed, index, n_frames, size)
     seq = Path(folder) / f"seq{index + 1:03d}"
     for t, frame in enumerate(frames):
-        write_png(seq / f"{t:04d}.png", frame)
+        write_png(seq / f"{t:04d}.png", frame, PNG_LEVEL)
     return len(frames)
 
 

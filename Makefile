@@ -7,6 +7,12 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export OMP_NUM_THREADS ?= 2
+# Cache the modules' bytecode, as Python does by default: some machines (the development one
+# among them) set PYTHONDONTWRITEBYTECODE=1, and every `sirst5k` command then compiles the
+# project's modules again (0.05-0.09 s each). The cache lives in the venv, out of the source
+# tree, whose folders DVC hashes.
+unexport PYTHONDONTWRITEBYTECODE
+export PYTHONPYCACHEPREFIX ?= $(abspath $(VENV))/pycache
 
 .PHONY: setup repro evaluate test test-fast bench verify clean
 

@@ -29,7 +29,8 @@ PROBE = ("import sys, runpy\nsys.argv = ['sirst5k', *{argv!r}]\ntry:\n    runpy.
 
 def timed(cmd: list[str], repeat: int, extra: dict | None = None) -> tuple[float, float]:
     best_wall = best_cpu = float("inf")
-    env = {**os.environ, "COLUMNS": "100", **{k: v for k, v in (extra or {}).items() if v is not None}}
+    env = {**os.environ, "COLUMNS": "100", **C.bytecode_env(), **(extra or {})}
+    env = {k: v for k, v in env.items() if v is not None}
     for _ in range(repeat):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()

@@ -69,7 +69,8 @@ def repro(env_extra: dict, keep: bool, cache_type: str | None = None) -> dict:
     (bindir / "sirst5k").write_text(WRAPPER.format(real=C.BIN / "sirst5k", log=log))
     (bindir / "sirst5k").chmod(0o755)
     env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{C.BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "DVC_NO_ANALYTICS": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), **env_extra}
+           "DVC_NO_ANALYTICS": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), **C.bytecode_env(),
+           **env_extra}
     env = {k: v for k, v in env.items() if v is not None}
     env.pop("DASK_SCHEDULER_ADDRESS", None)
     dvc = str(C.BIN / "dvc")

@@ -1,6 +1,6 @@
 """Throughput of `transfer` and `negatives`, shard writes included: per task, and per CLI stage.
 
-    .venv/bin/python benchmarks/stage_throughput.py [--copies 10] [--repeat 3] [--workers 1 2] [--cli-repeat 2]
+    .venv/bin/python benchmarks/stage_throughput.py [--copies 10] [--repeat 3] [--workers 1 2] [--cli-repeat 2] [--threads]
     .venv/bin/python benchmarks/stage_throughput.py --tasks-only     # the quick part
     python benchmarks/stage_throughput.py --devices cpu cuda --workers 1 4 8   # on a GPU machine
 
@@ -69,21 +69,25 @@ def task_rates(repeat: int, devices: list[str]) -> list[list]:
     return rows
 
 
-def where(w: int) -> tuple[str, dict]:
+def where(w: int, threads: bool = False) -> tuple[str, dict]:
     """How `w` workers run: 1 in the command's own process (what --workers 1 does), more on a
-    LocalCluster of w (SIRST5K_CLUSTER=always, so that the tiny run's start-up is the cluster's)."""
-    return ("here", {"SIRST5K_CLUSTER": "never"}) if w == 1 else ("LocalCluster", {"SIRST5K_CLUSTER": "always"})
+    LocalCluster of w (SIRST5K_CLUSTER=always, so that the tiny run's start-up is the cluster's),
+    or with `threads` in the command's process, w tasks at a time on threads (SIRST5K_CLUSTER=never)."""
+    if w == 1:
+        return "here", {"SIRST5K_CLUSTER": "never"}
+    return ("here, threads", {"SIRST5K_CLUSTER": "never"}) if threads else ("LocalCluster", {"SIRST5K_CLUSTER": "always"})
 
 
-def cli_rates(copies: int, workers: list[int], repeat: int, device: str = "cpu") -> tuple[list[list], dict[int, float]]:
+def cli_rates(copies: int, workers: list[int], repeat: int, device: str = "cpu",
+              threads: bool = False) -> tuple[list[list], dict]:
     ingest = C.ingest_shards(copies)
     bank = C.noise_bank()
     tiny = _tiny_input()
     rows = []
     combined: dict[int, float] = {}
     with tempfile.TemporaryDirectory(dir=C.bench_dir()) as tmp:
-        for w in workers:
-            place, env = where(w)
+        for w, on_threads in [(w, False) for w in workers] + [(w, True) for w in workers if threads and w > 1]:
+            place, env = where(w, on_threads)
             common = ["--workers", w, "--device", device]
             best = {"start_t": float("inf"), "start_n": float("inf"), "tt": float("inf"), "tn": float("inf")}
             for _ in range(repeat):
@@ -102,7 +106,7 @@ def cli_rates(copies: int, workers: list[int], repeat: int, device: str = "cpu")
                          C.load()])
             rows.append(["negatives", device, f"{w} ({place})", nn, tn, nn / tn, start_n, nn / max(tn - start_n, 1e-9),
                          C.load()])
-            combined[w] = (nt + nn) / ((tt - start_t) + (tn - start_n))
+            combined[w, place] = (nt + nn) / ((tt - start_t) + (tn - start_n))
             rows.append(["transfer + negatives", device, f"{w} ({place})", nt + nn, tt + tn, (nt + nn) / (tt + tn),
                          start_t + start_n, combined[w], C.load()])
     return rows, combined
@@ -127,6 +131,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--cli-repeat", type=int, default=1, help="runs of each CLI stage; the best is kept")
     ap.add_argument("--tasks-only", action="store_true")
+    ap.add_argument("--threads", action="store_true",
+                    help="also run each --workers > 1 in the command's process, that many tasks at a time on threads")
     ap.add_argument("--devices", nargs="+", default=["cpu"], help="cpu and/or cuda")
     args = ap.parse_args()
     C.header("stage throughput, task functions on one shard (one process, one thread), best of "
@@ -139,15 +145,15 @@ def main() -> None:
              f"best of {args.cli_repeat}")
     rows, combined = [], {}
     for device in args.devices:
-        r, c = cli_rates(args.copies, args.workers, args.cli_repeat, device)
+        r, c = cli_rates(args.copies, args.workers, args.cli_repeat, device, args.threads)
         rows += r
-        combined.update({(device, w): v for w, v in c.items()})
+        combined.update({(device, w, place): v for (w, place), v in c.items()})
     C.table(["stage", "device", "workers", "samples", "wall s", "samples/s", "start-up s", "samples/s excl. start-up", "load"],
             rows)
-    for (device, w), rate in sorted(combined.items()):
-        if w != 1 and (device, 1) in combined:
-            print(f"   {device}: {w} workers / 1 worker (transfer + negatives, excl. start-up): "
-                  f"{rate / combined[device, 1]:.2f}x")
+    for (device, w, place), rate in sorted(combined.items()):
+        if w != 1 and (device, 1, "here") in combined:
+            print(f"   {device}: {w} workers ({place}) / 1 worker (transfer + negatives, excl. start-up): "
+                  f"{rate / combined[device, 1, 'here']:.2f}x")
 
 
 if __name__ == "__main__":

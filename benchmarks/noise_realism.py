@@ -20,8 +20,11 @@ Printed (Markdown tables, docs/noise.md quotes them):
    compared with two references at that scale: the held-out frames' own high-pass noise (frames and
    their kept windows' masks resampled alike, 32-px windows wholly inside) and their temporal noise
    (`(f_t - f_{t+1}) / sqrt 2` of their pairs and the pair's stable mask resampled alike); and the
-   temporal model fitted from one-scene pairs only (thumbnails correlating >= 0.9); 2b repeats it
-   on frames whose noise is each sequence's flat-fit model alone (over a smooth scene);
+   temporal model fitted from one-scene pairs only (thumbnails correlating >= 0.9); and the
+   temporal model with its noise-level function drawn at the held-out images' own local grey
+   level (`--noise-level image`, model format 3); 2b repeats it on frames whose noise is each
+   sequence's flat-fit model alone (over a smooth scene: a level-independent noise, where the
+   function should be flat and change nothing);
 3. both fits per bank sequence, and what the clean-bank rules do to the banks (`--sections`
    picks sections; 2 and 2b alone skip the pooled bank).
 """
@@ -236,7 +239,9 @@ def _section3(names, models, t_names, t_models, rows_clean, stats, args, t_start
 
 GOAL_HEADERS = ("sequence", "scale", "own hp (windows)", "own temporal (windows)", "mosaic / own hp", "|log10 PSD|",
                 "flat model / own hp", "|log10 PSD|", "temporal model / own hp", "|log10 PSD|",
-                "temporal model / own temporal", "|log10 PSD|", "one-scene pairs", "one-scene model / own temporal",
+                "temporal model / own temporal", "|log10 PSD|", "NLF model / own hp", "|log10 PSD|",
+                "NLF model / own temporal", "|log10 PSD|", "temporal model, own windows / own hp", "|log10 PSD|",
+                "NLF model, own windows / own hp", "|log10 PSD|", "one-scene pairs", "one-scene model / own temporal",
                 "|log10 PSD|")
 
 
@@ -282,7 +287,7 @@ def goal_rows(sequences, held, seed, synthetic: bool = False, tile: int = NoiseB
     """Per sequence of 8+ frames: frames in alternate pairs (0, 1 bank; 2, 3 held out; ...), so each
     side keeps pairs of consecutive frames; the bank side's flat and temporal models and mosaic, the
     held-out side's own high-pass and temporal noise as references (see section 2)."""
-    rows, cols = [], {k: [] for k in range(4, 15)}
+    rows, cols = [], {k: [] for k in range(4, len(GOAL_HEADERS))}
     for name, paths in sequences.items():
         frames = load(paths)
         if len(frames) < 8:
@@ -299,7 +304,8 @@ def goal_rows(sequences, held, seed, synthetic: bool = False, tile: int = NoiseB
         p = extract_patches(bank_frames, kept_b, WINDOW, WINDOW, 2)
         bank = p.reshape(-1, WINDOW, WINDOW)
         flat_model = fit_sequence(p, bank_frames)
-        temporal_model = fit_temporal(bank_frames, kept_b, 2, WINDOW, pairs=pairs_b, tile=tile)
+        # with its noise-level function: the flat draws ignore it (the same field as without)
+        temporal_model = fit_temporal(bank_frames, kept_b, 2, WINDOW, pairs=pairs_b, tile=tile, nlf=True)
         one_scene = pairs_b & (scene_runs(list(bank_frames), 0.9)[1] >= 0.9)
         scene_model = (fit_temporal(bank_frames, kept_b, 2, WINDOW, pairs=one_scene, tile=tile)
                        if one_scene.any() else None)
@@ -313,14 +319,23 @@ def goal_rows(sequences, held, seed, synthetic: bool = False, tile: int = NoiseB
         ids = [f"{name}-{i}" for i in range(len(images))]
         orig = np.tile([h, w], (len(images), 1))
         flat = R.flat_boxes(images)
+        # the reference's own windows (the held-out frames' stable regions at 256 px): a field whose
+        # level follows the image's brightness must be measured where the reference is, not only in
+        # the images' flat boxes (brighter regions too), to be compared like for like
+        masks = kept_masks(held_frames.shape, kept_h)
+        own_boxes = R.inside_boxes(np.stack([resample_like_ingest(m, (SIZE, SIZE)) for m in masks]))
         got = {}
         for key, field, models in (("mosaic", "mosaic", [flat_model]), ("flat", "model", [flat_model]),
-                                   ("temporal", "model", [temporal_model]), ("scene", "model", [scene_model])):
+                                   ("temporal", "model", [temporal_model]), ("nlf", "model", [temporal_model]),
+                                   ("scene", "model", [scene_model])):
             if models[0] is None:
                 continue
             d = draw_transfer_params(seed, ids, len(bank), (SIZE, SIZE), WINDOW, field, source_sizes=orig, n_models=1)
-            f = _field(bank, d, models, len(images)).astype(np.float64)
-            got[key] = R.summarize(f - f.mean(axis=(1, 2), keepdims=True), boxes=flat, sigma=False)
+            f = _field(bank, d, models, len(images), images if key == "nlf" else None).astype(np.float64)
+            f -= f.mean(axis=(1, 2), keepdims=True)
+            got[key] = R.summarize(f, boxes=flat, sigma=False)
+            if key in ("temporal", "nlf"):
+                got[key + "@own"] = R.summarize(f, boxes=own_boxes, sigma=False)
         ratio = lambda k, ref: (got[k].highpass_median / ref.highpass_median  # noqa: E731
                                 if k in got and ref is not None and ref.n_windows else float("nan"))
         dist = lambda k, ref: (R.log_psd_distance(got[k].psd, ref.psd)  # noqa: E731
@@ -329,18 +344,26 @@ def goal_rows(sequences, held, seed, synthetic: bool = False, tile: int = NoiseB
                "-" if own_t is None else f"{own_t.highpass_median:.3f} ({own_t.n_windows})",
                ratio("mosaic", own), dist("mosaic", own), ratio("flat", own), dist("flat", own),
                ratio("temporal", own), dist("temporal", own), ratio("temporal", own_t), dist("temporal", own_t),
+               ratio("nlf", own), dist("nlf", own), ratio("nlf", own_t), dist("nlf", own_t),
+               ratio("temporal@own", own), dist("temporal@own", own), ratio("nlf@own", own), dist("nlf@own", own),
                int(one_scene.sum()), ratio("scene", own_t), dist("scene", own_t)]
         rows.append(row)
         for k in cols:
             if isinstance(row[k], float) and np.isfinite(row[k]):
                 cols[k].append(row[k])
-        C.progress(f"goal: {name}")
-    rows.append(["median", "", "", ""] + [float(np.median(cols[k])) if cols[k] else float("nan") for k in range(4, 15)])
+        m = temporal_model
+        nlf = (f"NLF {len(m.nlf_level)} bins, levels {m.nlf_level[0]:.0f}-{m.nlf_level[-1]:.0f}, sigma "
+               f"{m.nlf_sigma.min():.2f}-{m.nlf_sigma.max():.2f} (temporal {m.sigma_temporal:.2f}); held-out "
+               f"images' median grey {np.median(images):.0f}" if m is not None and len(m.nlf_level) else "no NLF")
+        C.progress(f"goal: {name}: {nlf}")
+    rows.append(["median", "", "", ""] + [float(np.median(cols[k])) if cols[k] else float("nan")
+                                          for k in range(4, len(GOAL_HEADERS))])
     return rows
 
 
-def _field(bank, draws, models, n):
-    """The float field each sample's transfer fuses (what `transfer_images` builds inside)."""
+def _field(bank, draws, models, n, levels=None):
+    """The float field each sample's transfer fuses (what `transfer_images` builds inside); levels:
+    the images whose grey level sets the model field's noise level (`--noise-level image`)."""
     import torch
 
     from sirst5k.method.transfer import mosaic_field, resize_field
@@ -348,7 +371,7 @@ def _field(bank, draws, models, n):
     if draws.field == "resize":
         return resize_field(torch.from_numpy(bank[draws.rows]).float(), (SIZE, SIZE)).numpy()
     if draws.field == "model":
-        return model_fields(models, draws.rows, draws.seeds, draws.build_size, (SIZE, SIZE))
+        return model_fields(models, draws.rows, draws.seeds, draws.build_size, (SIZE, SIZE), levels)
     if draws.build_size is not None:
         return source_mosaic_fields(bank, draws.rows, draws.build_size, (SIZE, SIZE))
     return mosaic_field(torch.from_numpy(bank[draws.rows.reshape(n, -1)]).float(), (SIZE, SIZE)).numpy()

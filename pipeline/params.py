@@ -26,6 +26,7 @@ Layout = Literal["auto", "dnanet", "basicirstd", "sirst", "sirst-v2", "folder"]
 TransferMode = Literal["blend", "additive"]
 NoiseField = Literal["resize", "mosaic", "model"]
 NoiseScale = Literal["source", "bank"]
+NoiseLevel = Literal["flat", "image"]
 ModelFit = Literal["temporal", "flat"]
 Clamp = Literal["script", "clip"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -227,6 +228,9 @@ class NoiseBankParams(StepParams):
     model: bool = param(False, "Also fit each sequence's sensor-noise model (temporal and fixed-pattern noise, "
                                "row/column stripes, 2-D noise spectrum, hot/dead pixels) into the bank, for "
                                "transfer --field model.", version="if_changed")
+    model_nlf: bool = param(False, "With --model and the temporal fit: also fit the noise-level function (temporal "
+                                   "noise std against grey level; model format 3), for transfer --noise-level "
+                                   "image; off: format 2, as before.", version="if_changed")
     spot_sigmas: float = param(8.0, "Reject a window where a pixel stands out from its 5x5 median by this many times "
                                     "the window's robust noise level (and --spot-floor), above or below: hot and "
                                     "dead pixels, targets up to 3x3 px; 0 = off (before: the only way).",
@@ -253,6 +257,9 @@ class NoiseBankParams(StepParams):
         _at_least("spot_sigmas", self.spot_sigmas, 0)
         _at_least("spot_floor", self.spot_floor, 0)
         _choice("model_fit", self.model_fit, ModelFit)
+        if self.model_nlf and not (self.model and self.model_fit == "temporal"):
+            raise ParamError("model_nlf", True, "needs --model with --model-fit temporal (the function is fitted "
+                                                "from its pairs)")
         if self.model and self.model_fit == "temporal" and self.stride != self.window:
             raise ParamError("stride", self.stride, "the temporal model fit tiles whole windows: use --stride "
                                                     "= --window, or --model-fit flat")
@@ -276,12 +283,15 @@ class NoiseBankParams(StepParams):
 
     def version_dict(self) -> dict[str, Any]:
         """As every step's, but the clean-bank fields are left to `applied_version`, and the model's
-        fit enters only with `--model` and the temporal fit (the flat fit keeps the old version)."""
+        fit (and its noise-level function) enters only with `--model` and the temporal fit (the
+        flat fit keeps the old version)."""
         out = super().version_dict()
-        for name in (*self.CLEAN_FIELDS, "model_fit", "model_tile"):
+        for name in (*self.CLEAN_FIELDS, "model_fit", "model_tile", "model_nlf"):
             out.pop(name, None)
         if self.model and self.model_fit != "flat":
             out.update(model_fit=self.model_fit, model_tile=self.tile)
+            if self.model_nlf:  # format 3: new bytes, a new version; off keeps format 2's version
+                out["model_nlf"] = True
         return out
 
     @property
@@ -320,6 +330,10 @@ class TransferParams(StepParams):
                                               "resized the image (the sensor's noise at the image's scale); bank "
                                               "lays it at native pitch on the shard image (before: the only way). "
                                               "resize ignores it.", version="if_changed")
+    noise_level: NoiseLevel = param("flat", "model field: flat adds the model's one noise level everywhere "
+                                            "(before: the only way); image scales its 2-D noise per pixel by the "
+                                            "sensor's noise-level function at the image's local grey level (a bank "
+                                            "from noise-bank --model --model-nlf).", version="if_changed")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mix", tuple(float(m) for m in self.mix))
@@ -329,6 +343,9 @@ class TransferParams(StepParams):
         _choice("mode", self.mode, TransferMode)
         _choice("field", self.field, NoiseField)
         _choice("noise_scale", self.noise_scale, NoiseScale)
+        _choice("noise_level", self.noise_level, NoiseLevel)
+        if self.noise_level != "flat" and self.field != "model":
+            raise ParamError("noise_level", self.noise_level, "applies to --field model only")
 
     def version_dict(self) -> dict[str, Any]:
         """As every step's, but `noise_scale` enters exactly when it changes the bytes from what a

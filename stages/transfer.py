@@ -4,7 +4,9 @@ Options become a `TransferParams`; one task per input shard reads it, draws each
 rows (or noise model and seed) and fuses them (`sirst5k.method.transfer`: the one
 implementation, which `sirst5k modes` and the tests call too) and writes one output shard. Masks
 are unchanged. With `--noise-scale source` (the default; mosaic and model fields) each field is
-built at the sample's original size, read from the shard's `orig_h`/`orig_w`.
+built at the sample's original size, read from the shard's `orig_h`/`orig_w`. With `--field model
+--noise-level image` the model's 2-D noise follows each image's local grey level through the
+bank's noise-level function (`noise-bank --model --model-nlf`).
 
 Shards may differ in size (one size each, e.g. `ingest --size native`): each shard's fields are
 made at its own size, and a native sample (orig = shard size) gets its field at the bank's pitch
@@ -20,7 +22,7 @@ from typing import Annotated
 
 import typer
 
-from sirst5k.params import NoiseField, NoiseScale, TransferMode, TransferParams, parse_floats
+from sirst5k.params import NoiseField, NoiseLevel, NoiseScale, TransferMode, TransferParams, parse_floats
 
 from .common import Device, Overwrite, Scheduler, Seed, Workers, check_device, user_errors
 
@@ -73,11 +75,13 @@ def transfer_shard(src: str, src_sha: str, dst: str, index: int, n_shards: int, 
     if field != "resize" and params.get("noise_scale", "bank") == "source":
         source = np.stack([meta["orig_h"], meta["orig_w"]], axis=1).astype(np.int64)
     models = load_models(bank["path"], bank["version"]) if field == "model" else None
+    level = params.get("noise_level", "flat")  # in the version only when not flat (model field only)
     valid = valid_regions(meta, images.shape[1:])
     if valid is None:  # the whole image (every shard but a padded --keep-aspect one): the bytes as before
         draws = draw_transfer_params(params["seed"], meta["sample_id"], len(patches), images.shape[1:],
                                      patches.shape[-1], field, source_sizes=source, n_models=len(models or ()))
-        out_images = transfer_images(images, patches, draws, mixes, params["mode"], dev, models=models)
+        out_images = transfer_images(images, patches, draws, mixes, params["mode"], dev, models=models,
+                                     noise_level=level)
         noise_id = draws.noise_id
     else:  # padded: the field covers each image's valid region, the padding stays as it is
         out_images = np.repeat(images, len(mixes), axis=0)
@@ -87,7 +91,8 @@ def transfer_shard(src: str, src_sha: str, dst: str, index: int, n_shards: int, 
                                          patches.shape[-1], field, source_sizes=None if source is None else source[rows],
                                          n_models=len(models or ()))
             sub = np.ascontiguousarray(images[rows, :vh, :vw])
-            fused = transfer_images(sub, patches, draws, mixes, params["mode"], dev, models=models)
+            fused = transfer_images(sub, patches, draws, mixes, params["mode"], dev, models=models,
+                                    noise_level=level)
             at = (rows[:, None] * len(mixes) + np.arange(len(mixes))[None, :]).reshape(-1)
             out_images[at, :vh, :vw] = fused
             noise_id[rows] = draws.noise_id
@@ -113,6 +118,7 @@ def command(
     mode: Annotated[TransferMode, typer.Option(help=P.help("mode"))] = P.mode,
     field: Annotated[NoiseField, typer.Option(help=P.help("field"))] = P.field,
     noise_scale: Annotated[NoiseScale, typer.Option(help=P.help("noise_scale"))] = P.noise_scale,
+    noise_level: Annotated[NoiseLevel, typer.Option(help=P.help("noise_level"))] = P.noise_level,
     split: Annotated[str, typer.Option(help=P.help("split"))] = P.split,
     seed: Seed = P.seed,
     workers: Workers = None,
@@ -129,11 +135,14 @@ def command(
 
     check_device(device)
     params = TransferParams(mix=parse_floats("mix", mix), mode=mode, field=field, split=split, seed=seed,
-                            noise_scale=noise_scale)
+                            noise_scale=noise_scale, noise_level=noise_level)
     bank = bank_info(noise_bank)
     if field == "model" and not bank["models"]:
         raise InputError(noise_bank, "noise bank holds no noise model (--field model): rebuild it with "
                                      "`sirst5k noise-bank --model`")
+    if params.noise_level == "image" and not bank.get("nlf"):
+        raise InputError(noise_bank, "noise bank's models hold no noise-level function (--noise-level image): "
+                                     "rebuild it with `sirst5k noise-bank --model --model-nlf`")
     inputs = input_shards(shards_dir, split)
     version = params.version_dict()
     with shard_stage(out, STAGE, [shards_dir, noise_bank], workers=workers, scheduler=scheduler, device=device,

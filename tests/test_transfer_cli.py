@@ -1,7 +1,9 @@
-"""`sirst5k transfer` with the new field options, as a user types them: noise scale and the model field."""
+"""`sirst5k transfer` with the new field options, as a user types them: noise scale, the model field
+and its noise level."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -49,7 +51,11 @@ def data(tmp_path_factory, scheduler) -> dict:
     attrs = {"schema_version": 1, "producer": "test", "stage": "noise-bank", "version": "", "frames_hash": "f",
              "window": W, "n_sequences": 1, "n_frames": 2}
     banks = {}
-    for name, model in (("plain", None), ("model", fit_sequence(boxes, frames))):
+    fitted = fit_sequence(boxes, frames)
+    # a model with a noise-level function (format 3): 3x the noise at grey 120 that it has at 60
+    lit = dataclasses.replace(fitted, nlf_level=np.array([60.0, 120.0]), nlf_sigma=np.array([2.0, 6.0]),
+                              nlf_count=np.array([5000, 5000]))
+    for name, model in (("plain", None), ("model", fitted), ("nlf", lit)):
         part = root / f"{name}.part.h5"
         rows = bankfile.write_part(part, boxes, kept, var, mean, ["a.png", "b.png"], W, model=model)
         banks[name] = root / f"{name}.h5"
@@ -117,3 +123,48 @@ def test_bad_noise_scale_is_refused(data):
     result = runner.invoke(app, ["transfer", str(data["ingest"]), "--noise-bank", str(data["banks"]["plain"]),
                                  "--out", str(data["root"] / "bad"), "--noise-scale", "native"])
     assert result.exit_code != 0 and "native" in result.output
+
+
+def test_noise_level_image_follows_the_images_grey_level(data):
+    base, _, _ = shards.read_shard(shards.list_shards(data["ingest"], "train")[0])
+    dst = data["root"] / "out-nlf"
+    args = ["transfer", data["ingest"], "--noise-bank", data["banks"]["nlf"], "--scheduler", data["scheduler"],
+            "--seed", 3, "--mode", "additive", "--field", "model", "--mix", 1]
+    cli(*args, "--out", dst, "--noise-level", "image")
+    lit, _, meta = shards.read_shard(shards.list_shards(dst, "train")[0])
+    record = json.loads((dst / "stage.json").read_text())
+    assert record["params"]["transfer"]["noise_level"] == "image"
+    # flat (the default) on the same bank: the flat model's bytes and version, as before
+    cli(*args, "--out", data["root"] / "out-nlf-flat")
+    flat, _, _ = shards.read_shard(shards.list_shards(data["root"] / "out-nlf-flat", "train")[0])
+    rec_flat = json.loads((data["root"] / "out-nlf-flat" / "stage.json").read_text())
+    model, _, rec_model = transfer(data, "model-flat", "--mode", "additive", "--field", "model", "--mix", 1)
+    assert np.array_equal(flat, model) and "noise_level" not in rec_flat["params"]["transfer"]
+    assert not np.array_equal(lit, flat)
+    # the images are 60..120 noise: brighter pixels get more of the added noise under "image" only
+    from sirst5k.method.transfer import local_level
+
+    from sirst5k.method.noise_model import nlf_gain
+
+    level = np.stack([local_level(b) for b in base])
+    bright, dark = level > 95, level < 85
+    gain = nlf_gain(bankfile.read_models(data["banks"]["nlf"]).models[0], level)
+    expected = np.sqrt((gain[bright] ** 2).mean() / (gain[dark] ** 2).mean())
+    assert expected > 1.2
+    added = lit.astype(float) - base
+    assert added[bright].std() / added[dark].std() == pytest.approx(expected, rel=0.1)
+    added_flat = flat.astype(float) - base
+    assert added_flat[bright].std() == pytest.approx(added_flat[dark].std(), rel=0.1)
+
+
+def test_noise_level_image_needs_a_function(data):
+    result = runner.invoke(app, ["transfer", str(data["ingest"]), "--noise-bank", str(data["banks"]["model"]),
+                                 "--out", str(data["root"] / "nonlf"), "--field", "model", "--noise-level", "image",
+                                 "--scheduler", data["scheduler"]])
+    assert result.exit_code != 0
+    line = [ln for ln in result.output.splitlines() if ln.strip()][-1]
+    assert "no noise-level function" in line and "--model-nlf" in line and str(data["banks"]["model"]) in line
+    assert not (data["root"] / "nonlf").exists()
+    other = runner.invoke(app, ["transfer", str(data["ingest"]), "--noise-bank", str(data["banks"]["nlf"]),
+                                "--out", str(data["root"] / "nonlf2"), "--field", "mosaic", "--noise-level", "image"])
+    assert other.exit_code != 0 and "--noise-level image: applies to --field model only" in other.output

@@ -22,7 +22,12 @@ One HDF5 file, one row per (kept window, frame), so a shard's `noise_id` is a ro
   fit_temporal`, the default of `noise-bank --model`; `--model-fit flat` writes format 1 as
   before, byte for byte) adds `fit_window` (int64: the tile side each model was fitted on) and the
   attributes `model_format` (2), `fit` ("temporal"), `tile`, `average` and `min_tiles`; its
-  spectra are `[S, tile, tile]` and `[S, tile]` (`window` stays the bank's box side).
+  spectra are `[S, tile, tile]` and `[S, tile]` (`window` stays the bank's box side). Model
+  format 3 (`noise-bank --model --model-nlf`) is format 2 plus each model's noise-level function
+  (`noise_model.fit_nlf`) as one table of bins: `nlf_model` (int64, the bin's model), `nlf_level`,
+  `nlf_sigma` (float64), `nlf_count` (int64), and the attributes `nlf_bin`, `nlf_min_count`,
+  `nlf_level_box`, `nlf_hp_box`; a bank without the table (formats 1, 2) reads as before and its
+  models have no function (a flat level).
 
 The stage writes one part file per sequence in its workers (`write_part`) and merges them into
 the bank (`merge_parts`). Both files are built in memory and written with one plain file write:
@@ -66,6 +71,7 @@ TEXT_FIELDS = ("sequence", "frame")
 MODEL_GROUP = "model"
 MODEL_ARRAYS: tuple[str, ...] = (*nm.SCALARS, *nm.COUNTS, *nm.SPECTRA, *nm.DEFECT_FIELDS)
 MODEL_FORMAT = 2  # of the temporal fit; a bank whose /model has no `model_format` is format 1
+NLF_FORMAT = 3  # the temporal fit with its noise-level function
 PATCH_CHUNK_ROWS = 256
 _memory_names = itertools.count()
 
@@ -166,6 +172,12 @@ def merge_parts(parts: Sequence[Part], out: str | Path, attrs: Mapping[str, obje
                     for k in nm.TEMPORAL_FIELDS:
                         if k in g:
                             models.setdefault(k, []).append(g[k][()])
+                    for k in nm.NLF_FIELDS:
+                        if k in g:
+                            models.setdefault(k, []).append(
+                                g[k][()] + (len(models["sequence"]) if k == "nlf_model" else 0))
+                    if nm.NLF_FIELDS[0] in g:
+                        models.setdefault("_nlf_parts", []).append(np.zeros(0))  # counts the parts with one
                     models["sequence"].append(np.array([p.sequence], dtype=object))
                     models["first_row"].append(np.array([row_base], np.int64))
                     models["n_rows"].append(np.array([p.rows], np.int64))
@@ -191,7 +203,10 @@ def merge_parts(parts: Sequence[Part], out: str | Path, attrs: Mapping[str, obje
             tile = models.get("fit_window") and int(np.concatenate(models["psd2d"]).shape[-1])
             if "fit_window" in models and len(models["fit_window"]) != len(models["sequence"]):
                 raise ValueError("merge_parts: the parts' models are of two formats")
-            for key, value in sorted(_model_attrs(w, tile or None).items()):
+            nlf = len(models.pop("_nlf_parts", ()))
+            if nlf and nlf != len(models["sequence"]):
+                raise ValueError("merge_parts: the parts' models are of two formats (a noise-level function or not)")
+            for key, value in sorted(_model_attrs(w, tile or None, bool(nlf)).items()):
                 g.attrs[key] = value
             for k in sorted(models):
                 data = np.concatenate(models[k])
@@ -201,14 +216,18 @@ def merge_parts(parts: Sequence[Part], out: str | Path, attrs: Mapping[str, obje
     return rows
 
 
-def _model_attrs(window: int, tile: int | None = None) -> dict[str, object]:
-    """The /model group's attributes: format 1 (flat fit) as before; format 2 (tile given) adds its own."""
+def _model_attrs(window: int, tile: int | None = None, nlf: bool = False) -> dict[str, object]:
+    """The /model group's attributes: format 1 (flat fit) as before; format 2 (tile given) adds its
+    own; format 3 (with a noise-level function) the function's rule."""
     out = {"fitted_by": "sirst5k.method.noise_model.fit_sequence", "window": int(window),
            "defect_level": float(nm.DEFECT_LEVEL), "defect_sigmas": float(nm.DEFECT_SIGMAS),
            "defect_fraction": float(nm.DEFECT_FRACTION)}
     if tile:
         out.update(fitted_by="sirst5k.method.noise_model.fit_temporal", model_format=MODEL_FORMAT, fit="temporal",
                    tile=int(tile), average=nm.MODEL_AVERAGE, min_tiles=int(nm.MIN_TILES))
+    if nlf:
+        out.update(model_format=NLF_FORMAT, nlf_bin=float(nm.NLF_BIN), nlf_min_count=int(nm.NLF_MIN_COUNT),
+                   nlf_level_box=int(nm.NLF_LEVEL_BOX), nlf_hp_box=int(nm.NLF_HP_BOX))
     return out
 
 
@@ -287,15 +306,21 @@ def read_attrs(path: str | Path) -> dict[str, object]:
 
 def bank_info(path: str | Path) -> dict:
     """What a consumer of the bank records and passes to its tasks (small; no patches):
-    `{path, version, rows, window, frames_hash, models}` (models: how many noise models)."""
+    `{path, version, rows, window, frames_hash, models}` (models: how many noise models), plus
+    `nlf: True` where the models hold a noise-level function (model format 3; the key is absent
+    otherwise, so what a task key holds of a bank without one is as before)."""
     with _open(path) as f:
         attrs = {k: _plain(v) for k, v in f.attrs.items()}
         rows = int(f["patches"].shape[0])
         g = f.get(MODEL_GROUP)
         n_models = int(g["sigma"].shape[0]) if isinstance(g, h5py.Group) and "sigma" in g else 0
-    return {"path": str(path), "version": str(attrs.get("version", "")), "rows": rows,
+        nlf = bool(n_models) and nm.NLF_FIELDS[0] in g
+    info = {"path": str(path), "version": str(attrs.get("version", "")), "rows": rows,
             "window": int(attrs.get("window", 0)), "frames_hash": str(attrs.get("frames_hash", "")),
             "models": n_models}
+    if nlf:
+        info["nlf"] = True
+    return info
 
 
 def read_patches(path: str | Path) -> np.ndarray:
@@ -352,7 +377,8 @@ def read_models(path: str | Path) -> BankModels:
         if missing:
             raise InputError(path, f"noise bank's /model lacks {', '.join(missing)}")
         try:
-            arrays = {k: g[k][()] for k in (*MODEL_ARRAYS, *(k for k in nm.TEMPORAL_FIELDS if k in g))}
+            optional = (*nm.TEMPORAL_FIELDS, *nm.NLF_FIELDS)
+            arrays = {k: g[k][()] for k in (*MODEL_ARRAYS, *(k for k in optional if k in g))}
             sequence = tuple(g["sequence"].asstr()[()])
             first_row, n_rows = g["first_row"][()], g["n_rows"][()]
         except OSError as err:
@@ -362,6 +388,10 @@ def read_models(path: str | Path) -> BankModels:
     bad = [k for k in (*nm.SCALARS, *nm.COUNTS, *nm.SPECTRA) if len(arrays[k]) != n]
     if bad or len(first_row) != n or len(n_rows) != n or n == 0:
         raise InputError(path, f"noise bank's /model fields do not have one entry per model ({n})")
+    have = [k for k in nm.NLF_FIELDS if k in arrays]
+    if have and (len(have) != len(nm.NLF_FIELDS) or len({len(arrays[k]) for k in have}) != 1):
+        raise InputError(path, f"noise bank's /model noise-level function is incomplete: it has "
+                               f"{', '.join(have)}")
     return BankModels(sequence, tuple(nm.models_from_arrays(arrays)), np.asarray(first_row, np.int64),
                       np.asarray(n_rows, np.int64), attrs)
 

@@ -62,6 +62,26 @@ separable from a static scene's texture and is left out (said so: `sigma_fixed` 
 stripes alone). The model: `psd2d` the temporal spectrum, `row_psd`/`col_psd` the temporal plus
 the fixed stripes; `sigma` the std of a field drawn from it.
 
+**The noise-level function** (`fit_nlf`, `fit_temporal(..., nlf=True)`, model format 3): the
+temporal noise std against grey level, from the same pairs and tiles. Each pixel of a pair's tile
+gets its local level, the 5x5 mean of the pair's mean frame `(f_t + f_{t+1}) / 2` (the scene's
+brightness there, its noise averaged down 7x), and its noise, the tile-detrended `d` minus its own
+3x3 mean (a high-pass: what a two-view pair's leftover scene puts into `d` is smooth and mostly
+removed, the pixel noise is not). Pixels are binned by level in bins of `NLF_BIN` grey levels
+(only pixels 2 or more from the tile's edge, where both means are whole); a bin with fewer than
+`NLF_MIN_COUNT` pixels is dropped (four 32-px windows' worth: a bin's sigma is then within ~2 %
+for Gaussian noise, and one small bright blob cannot make a bin of its own). A bin's sigma is the
+root of its mean squared high-pass times `mean(detrended d^2) / mean(high-pass^2)` over all the
+tiles' pixels: the high-pass gives the shape against level, the calibration the temporal noise's
+own level, so for white noise of std `s(level)` each bin gets `s` at its level and the
+count-weighted mean of the bins' variances is `sigma_temporal^2`. Stored: `nlf_level` (the bin's
+mean level, increasing), `nlf_sigma`, `nlf_count`; no table (format 1 or 2 models, `None`) is
+the flat level of before. `nlf_gain` turns it into a per-pixel factor for the synthesised 2-D
+noise: `NLF(level) / NLF_rms` (linear between bins, the end bins' value beyond them: an image
+brighter or darker than anything the sequence showed gets the nearest fitted level), NLF_rms the
+count-weighted rms over the bins, so a field at the bank's own mix of levels keeps the spectrum's
+level and the gain only redistributes it by brightness (`sirst5k transfer --noise-level image`).
+
 Draws are apart from the synthesis (`draw_model_params`: model index and a 63-bit seed from the
 sample's generator), so a sample replays from (seed, sample id). numpy only (scipy for the 3x3
 median), float64, on the CPU: the same bits for any worker count.
@@ -89,6 +109,12 @@ FITS: tuple[str, ...] = ("temporal", "flat")
 MODEL_TILE = 256  # the temporal fit's tile side (native pixels): 32 px of a 1080p frame shrunk to 256
 MODEL_AVERAGE = "mean"  # how the temporal fit averages the tiles' periodograms (or "median")
 MIN_TILES = 4  # fewest tiles a tile size needs before the fit halves it
+# The noise-level function (model format 3; see the module text).
+NLF_FIELDS: tuple[str, ...] = ("nlf_model", "nlf_level", "nlf_sigma", "nlf_count")
+NLF_BIN = 8.0  # grey levels per bin
+NLF_MIN_COUNT = 4096  # fewest pixels a bin keeps (four 32-px windows)
+NLF_LEVEL_BOX = 5  # the local level: this box's mean of the pair's mean frame
+NLF_HP_BOX = 3  # the noise: the detrended difference minus this box's mean
 
 
 @dataclass(frozen=True)
@@ -117,10 +143,20 @@ class NoiseModel:
     defect_level: np.ndarray = field(default_factory=lambda: np.zeros(0))
     defect_fraction: np.ndarray = field(default_factory=lambda: np.zeros(0))
     fit_window: int = -1  # the temporal fit's tile side (-1: the flat fit of model format 1)
+    # the noise-level function `[B]` each (format 3): bin mean level (increasing), sigma, pixels;
+    # None: no function fitted (formats 1, 2: one level for the whole frame)
+    nlf_level: np.ndarray | None = None
+    nlf_sigma: np.ndarray | None = None
+    nlf_count: np.ndarray | None = None
 
     @property
     def window(self) -> int:
         return int(self.psd2d.shape[-1])
+
+    @property
+    def has_nlf(self) -> bool:
+        """A noise-level function was fitted (it may have no bin: then the level is flat)."""
+        return self.nlf_level is not None
 
 
 # ---------------------------------------------------------------- fitting
@@ -357,13 +393,14 @@ def shared_spectrum(profiles: np.ndarray, band: np.ndarray, other: np.ndarray) -
 
 def fit_temporal(frames: np.ndarray, kept: np.ndarray, length: int, window: int, *, stride: int | None = None,
                  pairs: np.ndarray | None = None, tile: int = MODEL_TILE, min_tiles: int = MIN_TILES,
-                 average: str = MODEL_AVERAGE,
+                 average: str = MODEL_AVERAGE, nlf: bool = False,
                  defect_level: float = DEFECT_LEVEL, defect_fraction: float = DEFECT_FRACTION) -> NoiseModel | None:
     """The noise model of one sequence from its consecutive-frame differences (see the module text).
 
     frames `[T, H, W]`; kept `[K, 3]` `(t0, gy, gx)` bank windows of `length` frames on the grid of
     `window`-px boxes with step `stride` (= window); pairs `[T - 1]` bool: the pairs of one scene
-    (default all). None when no pair has a stable tile of even one window.
+    (default all); nlf: also fit the noise-level function (`fit_nlf`, model format 3; off: the
+    model of format 2, field for field). None when no pair has a stable tile of even one window.
     """
     f = np.asarray(frames)
     if f.ndim != 3:
@@ -407,12 +444,69 @@ def fit_temporal(frames: np.ndarray, kept: np.ndarray, length: int, window: int,
         fixed_row, fixed_col = interp_psd1d(fixed_row, tile), interp_psd1d(fixed_col, tile)
     sigma = float(np.sqrt(psd2d.mean() + row_psd.mean() + col_psd.mean()))
     defects, d_level, d_frac = find_defects(f, temp["sigma"], defect_level, defect_fraction)
+    levels = fit_nlf(a, b) if nlf else {}
     return NoiseModel(mean_level=float((a + b).mean() / 2), sigma=sigma, sigma_temporal=float(temp["sigma"]),
                       sigma_fixed=float(np.sqrt(fixed_row.mean() + fixed_col.mean())),
                       sigma_row=float(np.sqrt(row_psd.mean())), sigma_col=float(np.sqrt(col_psd.mean())),
                       psd2d=psd2d, row_psd=row_psd, col_psd=col_psd, n_windows=int(len(tiles)), n_frames=int(n),
                       frame_h=int(h), frame_w=int(w), defects=defects, defect_level=d_level,
-                      defect_fraction=d_frac, fit_window=int(size))
+                      defect_fraction=d_frac, fit_window=int(size), **levels)
+
+
+def fit_nlf(a: np.ndarray, b: np.ndarray, *, bin_width: float = NLF_BIN, min_count: int = NLF_MIN_COUNT,
+            chunk: int = 16) -> dict[str, np.ndarray]:
+    """The noise-level function of pairs' tiles `a`, `b` `[N, s, s]` (frames t and t + 1 at the same
+    pixels; see the module text): `{nlf_level, nlf_sigma, nlf_count}`, each `[B]` (B may be 0:
+    no bin had `min_count` pixels, or the tiles are under 5 px). Tiles go `chunk` at a time (the
+    filters' float64 copies of 16 256-px tiles are 8 MiB each)."""
+    from scipy import ndimage
+
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    if a.ndim != 3 or a.shape != b.shape:
+        raise ValueError(f"a and b must both be [N, s, s], got {a.shape} and {b.shape}")
+    empty = {"nlf_level": np.zeros(0), "nlf_sigma": np.zeros(0), "nlf_count": np.zeros(0, np.int64)}
+    edge = NLF_LEVEL_BOX // 2
+    if not len(a) or min(a.shape[1:]) <= 2 * edge:
+        return empty
+    lo = np.floor(float(np.minimum(a, b).min()) / bin_width)
+    nbins = int(np.floor(float(np.maximum(a, b).max()) / bin_width) - lo) + 1
+    count, level_sum, hp_sum = np.zeros(nbins, np.int64), np.zeros(nbins), np.zeros(nbins)
+    d2_total = hp2_total = 0.0
+    inner = (slice(None), slice(edge, -edge), slice(edge, -edge))
+    for start in range(0, len(a), chunk):
+        ca, cb = a[start:start + chunk], b[start:start + chunk]
+        r = detrend((ca - cb) / np.sqrt(2))
+        hp = r - ndimage.uniform_filter(r, size=(1, NLF_HP_BOX, NLF_HP_BOX), mode="nearest")
+        level = ndimage.uniform_filter((ca + cb) / 2, size=(1, NLF_LEVEL_BOX, NLF_LEVEL_BOX), mode="nearest")
+        r, hp, level = r[inner].ravel(), hp[inner].ravel() ** 2, level[inner].ravel()
+        idx = np.clip(np.floor(level / bin_width) - lo, 0, nbins - 1).astype(np.int64)
+        count += np.bincount(idx, minlength=nbins)
+        level_sum += np.bincount(idx, level, minlength=nbins)
+        hp_sum += np.bincount(idx, hp, minlength=nbins)
+        d2_total += float(np.dot(r, r))
+        hp2_total += float(hp.sum())
+    keep = count >= max(1, int(min_count))
+    if not keep.any() or hp2_total <= 0:
+        return empty
+    calibration = d2_total / hp2_total
+    return {"nlf_level": level_sum[keep] / count[keep],
+            "nlf_sigma": np.sqrt(hp_sum[keep] / count[keep] * calibration),
+            "nlf_count": count[keep].astype(np.int64)}
+
+
+def nlf_gain(model: NoiseModel, level: np.ndarray) -> np.ndarray | None:
+    """The factor `[...]` float64 on the model's 2-D noise at pixels of grey `level` `[...]`:
+    `NLF(level) / NLF_rms` (module text), clamped to the fitted levels; None where the model has
+    no function or no bin (its level is flat)."""
+    if not model.has_nlf or not len(model.nlf_level):
+        return None
+    sig = np.asarray(model.nlf_sigma, np.float64)
+    n = np.asarray(model.nlf_count, np.float64)
+    rms = float(np.sqrt(np.dot(n, sig * sig) / n.sum()))
+    if rms <= 0:
+        return None
+    return np.interp(np.asarray(level, np.float64), np.asarray(model.nlf_level, np.float64), sig) / rms
 
 
 # ---------------------------------------------------------------- storage as arrays
@@ -435,6 +529,12 @@ def models_to_arrays(models: Sequence[NoiseModel]) -> dict[str, np.ndarray]:
     out["defect_fraction"] = np.concatenate([m.defect_fraction for m in models]).astype(np.float64)
     if any(m.fit_window > 0 for m in models):
         out["fit_window"] = np.array([m.fit_window for m in models], np.int64)
+    if any(m.has_nlf for m in models):  # format 3; a model without one stores no bin (a flat level)
+        tables = [(m.nlf_level, m.nlf_sigma, m.nlf_count) if m.has_nlf else (np.zeros(0),) * 3 for m in models]
+        out["nlf_model"] = np.concatenate([np.full(len(t[0]), i, np.int64) for i, t in enumerate(tables)])
+        out["nlf_level"] = np.concatenate([t[0] for t in tables]).astype(np.float64)
+        out["nlf_sigma"] = np.concatenate([t[1] for t in tables]).astype(np.float64)
+        out["nlf_count"] = np.concatenate([t[2] for t in tables]).astype(np.int64)
     return out
 
 
@@ -442,9 +542,16 @@ def models_from_arrays(arrays: Mapping[str, np.ndarray]) -> list[NoiseModel]:
     """The inverse of `models_to_arrays`."""
     n = len(arrays["sigma"])
     which = np.asarray(arrays["defect_model"], np.int64)
+    nlf_which = np.asarray(arrays["nlf_model"], np.int64) if "nlf_model" in arrays else None
     models = []
     for i in range(n):
         d = which == i
+        levels = {}
+        if nlf_which is not None:
+            b = nlf_which == i
+            levels = {"nlf_level": np.asarray(arrays["nlf_level"][b], np.float64),
+                      "nlf_sigma": np.asarray(arrays["nlf_sigma"][b], np.float64),
+                      "nlf_count": np.asarray(arrays["nlf_count"][b], np.int64)}
         models.append(NoiseModel(
             **{k: float(arrays[k][i]) for k in SCALARS},
             **{k: int(arrays[k][i]) for k in COUNTS},
@@ -452,7 +559,7 @@ def models_from_arrays(arrays: Mapping[str, np.ndarray]) -> list[NoiseModel]:
             defects=np.stack([arrays["defect_y"][d], arrays["defect_x"][d]], axis=1).astype(np.int64),
             defect_level=np.asarray(arrays["defect_level"][d], np.float64),
             defect_fraction=np.asarray(arrays["defect_fraction"][d], np.float64),
-            fit_window=int(arrays["fit_window"][i]) if "fit_window" in arrays else -1))
+            fit_window=int(arrays["fit_window"][i]) if "fit_window" in arrays else -1, **levels))
     return models
 
 
@@ -489,12 +596,9 @@ def _gaussian_1d(rng: np.random.Generator, psd: np.ndarray, n: int) -> np.ndarra
     return np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) * amp, n=n)
 
 
-def synthesize(model: NoiseModel, size: tuple[int, int], seed: int) -> np.ndarray:
-    """A zero-mean noise field float64 `[H, W]` with the model's spectrum and stripes, at native pitch.
-
-    The same (model, size, seed) gives the same bits. Its variance is about `mean(psd2d)` plus
-    `sigma_row^2 + sigma_col^2`.
-    """
+def synthesize_parts(model: NoiseModel, size: tuple[int, int], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The parts of `synthesize`: the 2-D noise `[H, W]`, the row offsets `[H]` and the column
+    offsets `[W]`, float64 (the field is their sum)."""
     h, w = (int(s) for s in size)
     if h < 1 or w < 1:
         raise ValueError(f"size must be positive, got {size}")
@@ -503,6 +607,16 @@ def synthesize(model: NoiseModel, size: tuple[int, int], seed: int) -> np.ndarra
     e = np.fft.irfft2(np.fft.rfft2(rng.standard_normal((h, w))) * amp, s=(h, w))
     rows = _gaussian_1d(rng, model.row_psd, h)
     cols = _gaussian_1d(rng, model.col_psd, w)
+    return e, rows, cols
+
+
+def synthesize(model: NoiseModel, size: tuple[int, int], seed: int) -> np.ndarray:
+    """A zero-mean noise field float64 `[H, W]` with the model's spectrum and stripes, at native pitch.
+
+    The same (model, size, seed) gives the same bits. Its variance is about `mean(psd2d)` plus
+    `sigma_row^2 + sigma_col^2`.
+    """
+    e, rows, cols = synthesize_parts(model, size, seed)
     return e + rows[:, None] + cols[None, :]
 
 

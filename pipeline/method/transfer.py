@@ -21,6 +21,13 @@ and built at one of two scales (`noise_scale`, mosaic and model fields):
   - `bank`: at native pitch straight onto the shard image (the only scale before), which over-
     states the noise of a shrunk image and understates that of an enlarged one.
 
+and, for the model field, at one of two noise levels (`noise_level`):
+  - `flat`: the model's one level everywhere (the fitted spectrum as it is; before: the only way);
+  - `image`: the 2-D noise scaled per pixel by the model's noise-level function at the image's
+    own local grey level (`noise_model.nlf_gain`; a bank fitted with `noise-bank --model
+    --model-nlf`), so a dark region gets the sensor's dark-level noise and a bright one its
+    bright-level noise; the row/column stripes (readout banding) stay as they are.
+
 and fused one of two ways:
   - `blend`: the paper's `m * field + (1 - m) * image`. Besides adding noise it lowers contrast
     by (1 - m) and pulls the brightness towards the field's mean.
@@ -45,10 +52,11 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 from PIL import Image
 
-from sirst5k.method.noise_model import NoiseModel, detrend, draw_model_params, model_field
+from sirst5k.method.noise_model import (NoiseModel, detrend, draw_model_params, model_field, nlf_gain,
+                                        synthesize_parts)
 from sirst5k.method.reductions import pairwise_mean
 from sirst5k.method.rng import generator
-from sirst5k.params import NoiseField, choices
+from sirst5k.params import NoiseField, NoiseLevel, choices
 
 if TYPE_CHECKING:
     import torch
@@ -312,15 +320,50 @@ def source_mosaic_fields(patches: np.ndarray, rows: Sequence[np.ndarray], build_
     return out
 
 
+LEVEL_BOX = 3  # the image's local grey level: its 3x3 mean (edges replicated), at the image's scale
+
+
+def local_level(image: np.ndarray) -> np.ndarray:
+    """The local grey level float64 `[H, W]` of an image `[H, W]`: its `LEVEL_BOX` box mean (edges
+    replicated), the scene's brightness with the image's own noise averaged down 3x."""
+    r = LEVEL_BOX // 2
+    x = np.pad(np.asarray(image, np.float64), r, mode="edge")  # numpy, not scipy: no command imports scipy
+    h, w = np.shape(image)
+    rows = sum(x[i:i + h] for i in range(LEVEL_BOX))
+    return sum(rows[:, j:j + w] for j in range(LEVEL_BOX)) / LEVEL_BOX ** 2
+
+
 def model_fields(models: Sequence[NoiseModel], index: np.ndarray, seeds: np.ndarray, build_sizes: np.ndarray,
-                 size: tuple[int, int]) -> np.ndarray:
+                 size: tuple[int, int], levels: np.ndarray | None = None) -> np.ndarray:
     """Noise-model fields (`noise_model.model_field`: the model's mean grey plus its noise) drawn at
-    each sample's build size, resized to `size` as ingest resized the image: float32 `[N, H, W]`."""
+    each sample's build size, resized to `size` as ingest resized the image: float32 `[N, H, W]`.
+
+    levels: the images `[N, H, W]` (at `size`) whose local grey level sets the noise level
+    (`noise_level="image"`); None: the model's flat level (the bytes of before). With levels, the
+    2-D noise and the stripes are resized apart (the resize is linear: their sum is the flat
+    field) and the 2-D noise is multiplied by `nlf_gain(local_level(image))` at the image's scale,
+    after the resize. Why there and not at native pitch: the gain is a function of a local level
+    that is smooth over the resize filter's support (a few native pixels), so scaling before or
+    after the resize gives the same variance (a linear filter of `g e` with `g` constant over its
+    support is `g` times the filter of `e`), and the only level we have is the image's, at its
+    scale: each of its pixels already is the ingest filter's average of the native pixels under
+    the same support that averages the noise; upsampling it to the native grid adds nothing
+    sharper. A model without a function (format 1, 2) keeps its flat level.
+    """
     height, width = _size(size)
     out = np.empty((len(index), height, width), np.float32)
+    if levels is not None and np.shape(levels) != (len(index), height, width):
+        raise ValueError(f"levels must be [{len(index)}, {height}, {width}], got {np.shape(levels)}")
     for i, (k, s, build) in enumerate(zip(index, seeds, build_sizes)):
-        native = model_field(models[int(k)], (int(build[0]), int(build[1])), int(s))
-        out[i] = resample_like_ingest(native, (height, width))
+        model, hw = models[int(k)], (int(build[0]), int(build[1]))
+        gain = None if levels is None else nlf_gain(model, local_level(levels[i]))
+        if gain is None:  # flat: the field of before, bit for bit
+            out[i] = resample_like_ingest(model_field(model, hw, int(s)), (height, width))
+            continue
+        e, rows, cols = synthesize_parts(model, hw, int(s))
+        noise = resample_like_ingest(e.astype(np.float32), (height, width)) * gain.astype(np.float32)
+        stripes = resample_like_ingest((rows[:, None] + cols[None, :]).astype(np.float32), (height, width))
+        out[i] = np.float32(model.mean_level) + noise + stripes
     return out
 
 
@@ -402,6 +445,7 @@ STEP = "transfer"
 
 
 FIELDS = choices(NoiseField)  # resize, mosaic, model: written once, in sirst5k.params
+LEVELS = choices(NoiseLevel)  # flat, image
 
 
 @dataclass(frozen=True)
@@ -486,12 +530,13 @@ def draw_transfer_params(seed: int, sample_ids: Sequence[str], n_bank: int, size
 
 def transfer_images(images: np.ndarray, patches: np.ndarray, draws: TransferDraws, mixes: Sequence[float],
                     mode: str, device: "torch.device | str" = "cpu",
-                    models: Sequence[NoiseModel] | None = None) -> np.ndarray:
+                    models: Sequence[NoiseModel] | None = None, noise_level: str = "flat") -> np.ndarray:
     """The transferred images uint8 [N * M, H, W], sample-major (sample i's M mixes sit together).
 
     images: uint8 [N, H, W]; patches: the bank's uint8 [R, w, w]; draws: from
     `draw_transfer_params` for these N samples; mode: "blend" or "additive"; models: the bank's
-    noise models (field "model"). The math runs on `device` in batches of `batch_size` images
+    noise models (field "model"); noise_level: "flat" or "image" (the model field's 2-D noise at
+    each image's local grey level, `model_fields`). The math runs on `device` in batches of `batch_size` images
     (BATCH[device type] of 256 x 256, as many pixels of larger ones), with the same bits on a CPU
     and a GPU (fields built at the samples' own size, and
     model fields, are built on the CPU and moved).
@@ -500,12 +545,16 @@ def transfer_images(images: np.ndarray, patches: np.ndarray, draws: TransferDraw
         raise ValueError(f"mode must be blend or additive, got {mode!r}")
     if draws.field == "model" and not models:
         raise ValueError("the model field needs the bank's noise models")
+    if noise_level not in LEVELS:
+        raise ValueError(f"noise_level must be flat or image, got {noise_level!r}")
+    if noise_level != "flat" and draws.field != "model":
+        raise ValueError(f"noise_level {noise_level!r} applies to the model field only, not {draws.field!r}")
     images = np.asarray(images)
     if images.ndim != 3 or len(draws.rows) != len(images):
         raise ValueError(f"images must be [N, H, W] with one draw each, got {images.shape} and {len(draws.rows)} draws")
     kind = device_type(device)
     if kind == "cpu":  # numpy: the same bits as torch on the CPU, without importing torch
-        return _transfer_np(images, patches, draws, mixes, mode, models)
+        return _transfer_np(images, patches, draws, mixes, mode, models, noise_level)
     import torch
 
     dev = torch.device(device)
@@ -526,14 +575,14 @@ def transfer_images(images: np.ndarray, patches: np.ndarray, draws: TransferDraw
     for start in range(0, n, batch):
         stop = min(start + batch, n)
         img = put(images[start:stop])
-        field = _batch_field(images, patches, draws, models, start, stop, put, None)
+        field = _batch_field(images, patches, draws, models, start, stop, put, None, noise_level)
         for j, m in enumerate(mixes):
             fused = fuse(img, field, full(stop - start, float(m)))
             out[np.arange(start, stop) * len(mixes) + j] = back(to_uint8(fused))
     return out
 
 
-def _batch_field(images, patches, draws, models, start, stop, put, ws):
+def _batch_field(images, patches, draws, models, start, stop, put, ws, noise_level="flat"):
     """The fields of samples start..stop: on the device of `put` (torch), or numpy (`ws` given)."""
     _, h, w = images.shape
     rows = draws.rows[start:stop]
@@ -545,14 +594,15 @@ def _batch_field(images, patches, draws, models, start, stop, put, ws):
     if draws.field == "model":
         if builds is None:
             builds = np.tile(np.array([h, w], np.int64), (stop - start, 1))
-        return put(model_fields(models, rows, draws.seeds[start:stop], builds, (h, w)))
+        levels = images[start:stop] if noise_level == "image" else None
+        return put(model_fields(models, rows, draws.seeds[start:stop], builds, (h, w), levels))
     if builds is not None:  # mosaics at each sample's own size, resized as ingest resized the image
         return put(source_mosaic_fields(patches, rows, builds, (h, w)))
     # [n, rows, cols] -> the [n, rows * cols] tiles of each mosaic, row-major
     return mosaic_field(put(patches[rows.reshape(len(rows), -1)]), (h, w))
 
 
-def _transfer_np(images, patches, draws, mixes, mode, models) -> np.ndarray:
+def _transfer_np(images, patches, draws, mixes, mode, models, noise_level="flat") -> np.ndarray:
     """`transfer_images` on the CPU, in numpy (buffers reused from batch to batch)."""
     n, h, w = images.shape
     out = np.empty((n * len(mixes), h, w), np.uint8)
@@ -562,7 +612,8 @@ def _transfer_np(images, patches, draws, mixes, mode, models) -> np.ndarray:
         stop = min(start + batch, n)
         img = ws.get("images", (stop - start, h, w), np.float32)
         np.copyto(img, images[start:stop])
-        field = _batch_field(images, patches, draws, models, start, stop, lambda x: x.astype(np.float32), ws)
+        field = _batch_field(images, patches, draws, models, start, stop, lambda x: x.astype(np.float32), ws,
+                             noise_level)
         for j, m in enumerate(mixes):
             fused = _fuse_np(img, field, float(m), mode, ws)
             if len(mixes) == 1:

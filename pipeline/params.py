@@ -43,8 +43,13 @@ class ParamError(ValueError):
 
     def __init__(self, option: str, value: Any, problem: str):
         self.option, self.value, self.problem = option, value, problem
-        shown = ",".join(map(_plain, value)) if isinstance(value, (list, tuple)) else _plain(value)
-        super().__init__(f"--{option.replace('_', '-')} {shown}: {problem}")
+        flag = option.replace("_", "-")
+        if isinstance(value, bool):  # a switch: shown as the user typed it (--keep-aspect, not "--keep-aspect True")
+            where = f"--{flag}" if value else f"--no-{flag}"
+        else:
+            shown = ",".join(map(_plain, value)) if isinstance(value, (list, tuple)) else _plain(value)
+            where = f"--{flag} {shown}"
+        super().__init__(f"{where}: {problem}")
 
 
 def _plain(value: Any) -> str:

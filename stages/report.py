@@ -23,8 +23,8 @@ def command(
 ) -> None:
     """Write stats.json, plots, contact sheets, the noise realism (psd.png, realism.csv) and the dataset card.
 
-    With --workers or --scheduler the shards are summarised as dask tasks; otherwise here, one
-    after another (a few seconds for 5,000 samples).
+    With --workers or --scheduler the shards are summarised as dask tasks; otherwise here, min(4,
+    cores) at a time on threads (a few seconds for 5,000 samples).
     """
     from sirst5k.report.build import build_report, report_dir
     from sirst5k.runner.cluster import map_tasks, open_client

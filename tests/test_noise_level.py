@@ -285,7 +285,7 @@ def test_the_option_is_checked_and_versioned():
     # the bank side: off by default (format 2, its version), on only with the temporal model fit
     assert "model_nlf" not in NoiseBankParams(model=True).version_dict()
     assert NoiseBankParams(model=True, model_nlf=True).version_dict()["model_nlf"] is True
-    with pytest.raises(ParamError, match="--model-nlf True: needs --model"):
+    with pytest.raises(ParamError, match="--model-nlf: needs --model"):
         NoiseBankParams(model_nlf=True)
     with pytest.raises(ParamError, match="needs --model"):
         NoiseBankParams(model=True, model_fit="flat", model_nlf=True)
@@ -331,4 +331,4 @@ def test_noise_bank_model_nlf_writes_format_3_and_off_keeps_format_2(tmp_path: P
     assert off_again.exit_code == 0
     assert (tmp_path / "off2.h5").read_bytes() == (tmp_path / "off.h5").read_bytes()
     bad = run("bad.h5", "--model-nlf")
-    assert bad.exit_code != 0 and "--model-nlf True: needs --model" in bad.output
+    assert bad.exit_code != 0 and "--model-nlf: needs --model" in bad.output

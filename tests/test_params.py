@@ -132,3 +132,14 @@ def test_model_tile_is_checked_only_where_it_is_used_and_follows_the_window():
     assert NoiseBankParams(window=24, model=True).version_dict()["model_tile"] == 240
     with pytest.raises(ParamError, match="model_tile|model-tile"):
         NoiseBankParams(window=24, model=True, model_tile=100)
+
+
+def test_a_switch_in_an_error_reads_as_typed():
+    """A bad switch is named as the user typed it, not as a Python bool ("--keep-aspect True")."""
+    from sirst5k.params import IngestParams, ParamError
+
+    with pytest.raises(ParamError) as err:
+        IngestParams(size="native", keep_aspect=True)
+    assert str(err.value).startswith("--keep-aspect: needs a numeric --size"), str(err.value)
+    assert str(ParamError("mirror", False, "x")) == "--no-mirror: x"
+    assert str(ParamError("mix", (0.5, 2.0), "x")) == "--mix 0.5,2: x"

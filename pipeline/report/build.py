@@ -64,8 +64,8 @@ def build_report(source: Source | str | Path, out: str | Path | None = None, map
     Source); returns the stats.
 
     map_fn(fn, tasks) runs fn(*args) for each task and returns the results in order (default:
-    here, one after another, `runner.cluster.map_tasks`; a stage passes one that runs them on a
-    dask cluster).
+    here, a few at a time on threads, `runner.cluster.map_tasks`; a stage passes one that runs
+    them on a dask cluster).
     """
     from sirst5k.runner.cluster import map_tasks
     from sirst5k.runner.outputs import staged_folder

@@ -217,7 +217,7 @@ def check_cuda_here(device: str) -> None:
 
 
 #: Where tasks run when no scheduler is given: auto (the rule of `Runner.run`), always (a
-#: LocalCluster for every task list), never (here, one task after another).
+#: LocalCluster for every task list), never (here, in the command's process: `run_here`).
 CLUSTER_ENV = "SIRST5K_CLUSTER"
 CLUSTER_MODES = ("auto", "always", "never")
 #: auto: the tasks left move to a LocalCluster once they would take longer than this here. A

@@ -16,6 +16,10 @@ folders (all from the train split of `ingest`):
   neg-orig-32       32-px mirrored negatives of the originals (no noise)
   neg-orig-4        4-px mirrored negatives of the originals (the scripts' "5" box)
   transfer-add1     additive noise at m = 1, mosaic field (the sensor's own noise, no dimming)
+  bank-model.h5     noise bank with the fitted sensor-noise model (--temporal 2 --model, no scene
+                    split: SIRST-V2's frames are sparse views; as benchmarks/noise_realism.py)
+  transfer-model    the README's recommended noise (issue 15): additive, model field, source
+                    scale, m = 0.75 and 1 (two transfers an image)
 """
 
 from __future__ import annotations
@@ -32,11 +36,12 @@ def build(size: int, workers: int) -> dict[str, Path]:
     root.mkdir(parents=True, exist_ok=True)
     w = ["--workers", workers]
     f = {name: root / name for name in ("ingest", "transfer", "neg-transfer-32", "published", "neg-orig-32",
-                                         "neg-orig-4", "transfer-add1")}
+                                         "neg-orig-4", "transfer-add1", "transfer-model")}
     f["bank"] = root / "bank.h5"
+    f["bank-model"] = root / "bank-model.h5"
 
     def once(key: str, *args: object) -> None:
-        done = f[key].is_file() if key == "bank" else (f[key] / "stage.json").is_file()
+        done = f[key].is_file() if key.startswith("bank") else (f[key] / "stage.json").is_file()
         if not done:
             C.progress(f"building {key}")
             C.sirst5k(*args)
@@ -53,6 +58,10 @@ def build(size: int, workers: int) -> dict[str, Path]:
     once("neg-orig-4", "negatives", f["ingest"], "--out", f["neg-orig-4"], "--patch", 4, *w)
     once("transfer-add1", "transfer", f["ingest"], "--noise-bank", f["bank"], "--out", f["transfer-add1"],
          "--mix", 1, "--mode", "additive", "--field", "mosaic", *w)
+    once("bank-model", "noise-bank", C.data_root() / "sirst-v2-frames", "--out", f["bank-model"], "--temporal", 2,
+         "--model", "--scene-corr", 0, *w)
+    once("transfer-model", "transfer", f["ingest"], "--noise-bank", f["bank-model"], "--out", f["transfer-model"],
+         "--mix", 0.75, "--mix", 1, "--mode", "additive", "--field", "model", "--noise-scale", "source", *w)
     return f
 
 

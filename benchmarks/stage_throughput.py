@@ -108,7 +108,7 @@ def cli_rates(copies: int, workers: list[int], repeat: int, device: str = "cpu",
                          C.load()])
             combined[w, place] = (nt + nn) / ((tt - start_t) + (tn - start_n))
             rows.append(["transfer + negatives", device, f"{w} ({place})", nt + nn, tt + tn, (nt + nn) / (tt + tn),
-                         start_t + start_n, combined[w], C.load()])
+                         start_t + start_n, combined[w, place], C.load()])
     return rows, combined
 
 

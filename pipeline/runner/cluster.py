@@ -12,11 +12,12 @@ where the tasks run (`Runner.run`, the one place that decides):
     this process computes, in the same order), and neither does a machine with one core.
     SIRST5K_CLUSTER=always / never overrides the rule.
 A cluster costs seconds to start (processes, and each imports the stage's libraries again), so
-work at the sizes of the public datasets (a few thousand samples) runs here, and work ten times
-that size spreads over the workers. The bytes written do not depend on where a task ran, nor
+work at the sizes of the public datasets (a few thousand samples) runs here; at ten times that
+size too (10 x SIRST's transfer + negatives: 8.9 s here on 2 threads, 10.9 s on a 2-worker
+LocalCluster with its start-up), and bigger work spreads over the workers. The bytes written do not depend on where a task ran, nor
 on how many ran at once (each task writes its own files; results come back in task order).
 Threads here overlap what releases the GIL (PNG codecs, hashing, numpy, the shard writes'
-copies): SIRST v1's publish takes 0.8 s instead of 1.6 s. Cluster workers are processes with
+copies): SIRST v1's publish takes 0.7-1.4 s instead of 1.6 s. Cluster workers are processes with
 one thread each: h5py serialises every HDF5 call of a process behind one lock, so at steady
 state threads would queue on it.
 """

@@ -158,6 +158,7 @@ def merge_parts(parts: Sequence[Part], out: str | Path, attrs: Mapping[str, obje
     cols: dict[str, list[np.ndarray]] = {k: [] for k in ("patches", *TEXT_FIELDS, *ROW_FIELDS)}
     models: dict[str, list[np.ndarray]] = {k: [] for k in ("sequence", "first_row", "n_rows", *MODEL_ARRAYS)}
     entry_base = row_base = 0
+    nlf_parts = 0  # parts whose models hold a noise-level function (format 3): all or none may
     for p in parts:
         try:
             with h5py.File(p.path, "r") as f:
@@ -176,8 +177,7 @@ def merge_parts(parts: Sequence[Part], out: str | Path, attrs: Mapping[str, obje
                         if k in g:
                             models.setdefault(k, []).append(
                                 g[k][()] + (len(models["sequence"]) if k == "nlf_model" else 0))
-                    if nm.NLF_FIELDS[0] in g:
-                        models.setdefault("_nlf_parts", []).append(np.zeros(0))  # counts the parts with one
+                    nlf_parts += nm.NLF_FIELDS[0] in g
                     models["sequence"].append(np.array([p.sequence], dtype=object))
                     models["first_row"].append(np.array([row_base], np.int64))
                     models["n_rows"].append(np.array([p.rows], np.int64))
@@ -203,7 +203,7 @@ def merge_parts(parts: Sequence[Part], out: str | Path, attrs: Mapping[str, obje
             tile = models.get("fit_window") and int(np.concatenate(models["psd2d"]).shape[-1])
             if "fit_window" in models and len(models["fit_window"]) != len(models["sequence"]):
                 raise ValueError("merge_parts: the parts' models are of two formats")
-            nlf = len(models.pop("_nlf_parts", ()))
+            nlf = nlf_parts
             if nlf and nlf != len(models["sequence"]):
                 raise ValueError("merge_parts: the parts' models are of two formats (a noise-level function or not)")
             for key, value in sorted(_model_attrs(w, tile or None, bool(nlf)).items()):

@@ -32,6 +32,15 @@ def frames(folder: Path, name: str, n: int = 3, level: int = 100, seed: int = 0)
             for i in range(n)]
 
 
+def cut_folder(folder: Path, seed: int) -> None:
+    """A flat folder `cam-0..3.png`: two frames of one scene, then two of another (a scene cut)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:64, :64]
+    for i in range(4):
+        scene = 100 + (0.3 * yy if i < 2 else 0.3 * xx)
+        save(folder / f"cam-{i}.png", (scene + rng.integers(-2, 3, (64, 64))).astype(np.uint8))
+
+
 def run(src: Path, out: Path, *extra, scheduler: str):
     return runner.invoke(app, ["noise-bank", str(src), "--out", str(out), "--window", str(W),
                                "--scheduler", scheduler, *map(str, extra)])
@@ -67,11 +76,7 @@ def test_model_goes_into_the_bank_and_feeds_the_model_field(tmp_path: Path, sche
 
 
 def test_scene_corr_splits_a_flat_folder_at_a_cut(tmp_path: Path, scheduler: str) -> None:
-    rng = np.random.default_rng(3)
-    yy, xx = np.mgrid[:64, :64]
-    for i in range(4):  # two frames of one scene, then two of another
-        scene = 100 + (0.3 * yy if i < 2 else 0.3 * xx)
-        save(tmp_path / "flat" / f"cam-{i}.png", (scene + rng.integers(-2, 3, (64, 64))).astype(np.uint8))
+    cut_folder(tmp_path / "flat", seed=3)
     result = run(tmp_path / "flat", tmp_path / "s.h5", "--scene-corr", 0.9, "--temporal", 2,
                  "--max-seq-mean", 1e6, scheduler=scheduler)
     assert result.exit_code == 0, result.output
@@ -141,11 +146,7 @@ def test_defaults_keep_plain_noise_and_leave_such_a_bank_as_before(tmp_path: Pat
 
 
 def test_default_scene_split_at_a_cut(tmp_path: Path, scheduler: str) -> None:
-    rng = np.random.default_rng(7)
-    yy, xx = np.mgrid[:64, :64]
-    for i in range(4):  # two frames of one scene, then two of another
-        scene = 100 + (0.3 * yy if i < 2 else 0.3 * xx)
-        save(tmp_path / "flat" / f"cam-{i}.png", (scene + rng.integers(-2, 3, (64, 64))).astype(np.uint8))
+    cut_folder(tmp_path / "flat", seed=7)
     result = run(tmp_path / "flat", tmp_path / "s.h5", "--temporal", 2, "--max-seq-mean", 1e6, scheduler=scheduler)
     assert result.exit_code == 0, result.output
     assert set(bank.read_rows(tmp_path / "s.h5")["sequence"]) == {"cam-run1", "cam-run2"}

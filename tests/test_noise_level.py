@@ -332,3 +332,17 @@ def test_noise_bank_model_nlf_writes_format_3_and_off_keeps_format_2(tmp_path: P
     assert (tmp_path / "off2.h5").read_bytes() == (tmp_path / "off.h5").read_bytes()
     bad = run("bad.h5", "--model-nlf")
     assert bad.exit_code != 0 and "--model-nlf: needs --model" in bad.output
+
+
+def test_box_mean_is_scipys_uniform_filter_with_replicated_edges():
+    """The one local-level filter of the fit and of transfer equals scipy's (which transfer must not import)."""
+    from scipy import ndimage
+
+    from sirst5k.method.noise_model import box_mean
+
+    x = np.random.default_rng(0).normal(size=(3, 40, 37))
+    for size in (1, 3, 5):
+        np.testing.assert_allclose(box_mean(x, size), ndimage.uniform_filter(x, size=(1, size, size), mode="nearest"),
+                                   rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="odd"):
+        box_mean(x, 4)

@@ -453,14 +453,27 @@ def fit_temporal(frames: np.ndarray, kept: np.ndarray, length: int, window: int,
                       defect_fraction=d_frac, fit_window=int(size), **levels)
 
 
+def box_mean(x: np.ndarray, size: int) -> np.ndarray:
+    """The mean of each pixel's `size` x `size` box (odd size, edges replicated) over the last two
+    axes: float64 `[..., H, W]` of `[..., H, W]` (scipy's uniform_filter, mode "nearest", in numpy:
+    the transfer stage imports no scipy). The local grey level of the noise-level function, in
+    its fit and where transfer draws it."""
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"box_mean needs an odd size, got {size}")
+    x = np.asarray(x, np.float64)
+    r = size // 2
+    h, w = x.shape[-2:]
+    p = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(r, r), (r, r)], mode="edge")
+    rows = sum(p[..., i:i + h, :] for i in range(size))
+    return sum(rows[..., j:j + w] for j in range(size)) / size ** 2
+
+
 def fit_nlf(a: np.ndarray, b: np.ndarray, *, bin_width: float = NLF_BIN, min_count: int = NLF_MIN_COUNT,
             chunk: int = 16) -> dict[str, np.ndarray]:
     """The noise-level function of pairs' tiles `a`, `b` `[N, s, s]` (frames t and t + 1 at the same
     pixels; see the module text): `{nlf_level, nlf_sigma, nlf_count}`, each `[B]` (B may be 0:
     no bin had `min_count` pixels, or the tiles are under 5 px). Tiles go `chunk` at a time (the
     filters' float64 copies of 16 256-px tiles are 8 MiB each)."""
-    from scipy import ndimage
-
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
     if a.ndim != 3 or a.shape != b.shape:
@@ -477,8 +490,8 @@ def fit_nlf(a: np.ndarray, b: np.ndarray, *, bin_width: float = NLF_BIN, min_cou
     for start in range(0, len(a), chunk):
         ca, cb = a[start:start + chunk], b[start:start + chunk]
         r = detrend((ca - cb) / np.sqrt(2))
-        hp = r - ndimage.uniform_filter(r, size=(1, NLF_HP_BOX, NLF_HP_BOX), mode="nearest")
-        level = ndimage.uniform_filter((ca + cb) / 2, size=(1, NLF_LEVEL_BOX, NLF_LEVEL_BOX), mode="nearest")
+        hp = r - box_mean(r, NLF_HP_BOX)
+        level = box_mean((ca + cb) / 2, NLF_LEVEL_BOX)
         r, hp, level = r[inner].ravel(), hp[inner].ravel() ** 2, level[inner].ravel()
         idx = np.clip(np.floor(level / bin_width) - lo, 0, nbins - 1).astype(np.int64)
         count += np.bincount(idx, minlength=nbins)

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 from PIL import Image
 
-from sirst5k.method.noise_model import (NoiseModel, detrend, draw_model_params, model_field, nlf_gain,
+from sirst5k.method.noise_model import (NoiseModel, box_mean, detrend, draw_model_params, model_field, nlf_gain,
                                         synthesize_parts)
 from sirst5k.method.reductions import pairwise_mean
 from sirst5k.method.rng import generator
@@ -326,11 +326,7 @@ LEVEL_BOX = 3  # the image's local grey level: its 3x3 mean (edges replicated), 
 def local_level(image: np.ndarray) -> np.ndarray:
     """The local grey level float64 `[H, W]` of an image `[H, W]`: its `LEVEL_BOX` box mean (edges
     replicated), the scene's brightness with the image's own noise averaged down 3x."""
-    r = LEVEL_BOX // 2
-    x = np.pad(np.asarray(image, np.float64), r, mode="edge")  # numpy, not scipy: no command imports scipy
-    h, w = np.shape(image)
-    rows = sum(x[i:i + h] for i in range(LEVEL_BOX))
-    return sum(rows[:, j:j + w] for j in range(LEVEL_BOX)) / LEVEL_BOX ** 2
+    return box_mean(image, LEVEL_BOX)
 
 
 def model_fields(models: Sequence[NoiseModel], index: np.ndarray, seeds: np.ndarray, build_sizes: np.ndarray,

@@ -3,7 +3,8 @@
 `transfer_images` and `build_negatives` / `check_negatives` on the CPU compute in numpy (torch's
 import alone is 1.3-2.5 CPU-s a process); the public field and fusion functions take numpy arrays
 or torch tensors. Each numpy result is compared bit for bit with the same function run on torch
-tensors (the code that wrote the existing shards), and the stage commands are run in a fresh
+tensors (the torch loop a CUDA device runs, `transfer._transfer_torch`, here on torch's CPU), and
+the stage commands are run in a fresh
 process to check that torch is never imported there.
 """
 
@@ -24,27 +25,6 @@ from sirst5k.method import transfer as T
 from sirst5k.method.reductions import pairwise_mean, pairwise_sum
 
 
-def _torch_transfer(images, patches, draws, mixes, mode):
-    """transfer_images as torch computed it on the CPU (the code before the numpy path)."""
-    n, h, w = images.shape
-    fuse = T.blend if mode == "blend" else T.additive
-    out = np.empty((n * len(mixes), h, w), np.uint8)
-    for start in range(0, n, 8):
-        stop = min(start + 8, n)
-        img = torch.from_numpy(images[start:stop]).float()
-        rows = draws.rows[start:stop]
-        if draws.field == "resize":
-            field = T.resize_field(torch.from_numpy(patches[rows]).float(), (h, w))
-        elif draws.build_size is not None:
-            field = torch.from_numpy(T.source_mosaic_fields(patches, rows, draws.build_size[start:stop], (h, w)))
-        else:
-            field = T.mosaic_field(torch.from_numpy(patches[rows.reshape(len(rows), -1)]).float(), (h, w))
-        for j, m in enumerate(mixes):
-            fused = fuse(img, field, torch.full((stop - start,), float(m)))
-            out[np.arange(start, stop) * len(mixes) + j] = T.to_uint8(fused).numpy()
-    return out
-
-
 @pytest.mark.parametrize("field", ["resize", "mosaic", "mosaic-source"])
 @pytest.mark.parametrize("mode", ["blend", "additive"])
 @pytest.mark.parametrize("shape", [(256, 256), (97, 130)])
@@ -59,7 +39,8 @@ def test_numpy_transfer_equals_torch_bit_for_bit(field, mode, shape):
     mixes = [0.1, 0.37, 1.0]
     ours = T.transfer_images(images, patches, draws, mixes, mode, "cpu")
     assert "numpy" in type(ours).__module__
-    assert np.array_equal(ours, _torch_transfer(images, patches, draws, mixes, mode))
+    # the torch loop a CUDA device runs, here on torch's CPU (transfer_images sends any CPU to numpy)
+    assert np.array_equal(ours, T._transfer_torch(images, patches, draws, mixes, mode, None, "flat", "cpu"))
     assert np.array_equal(ours, T.transfer_images(images, patches, draws, mixes, mode, torch.device("cpu")))
 
 
@@ -117,6 +98,10 @@ def test_numpy_negatives_equal_torch():
         ti, tm = N.apply_negatives(torch.from_numpy(images[src]), torch.from_numpy(masks[src]), plan.y0[sel],
                                    plan.x0[sel], patch, plan.k[sel], plan.flip[sel])
         assert np.array_equal(built[0][sel], ti.numpy()) and np.array_equal(built[1][sel], tm.numpy())
+    # the loop a CUDA device runs (build_negatives sends any CPU to numpy), here on torch's CPU
+    shipped = images[plan.source], masks[plan.source]
+    N._negate_plan_torch(*shipped, plan, "cpu")
+    assert np.array_equal(built[0], shipped[0]) and np.array_equal(built[1], shipped[1])
     check = N.check_negatives(masks, plan, "cpu")
     want = N.label_check(masks, built[1], plan.y0, plan.x0, 32, source=plan.source) if set(plan.patch) == {32} else None
     assert want is None or all(np.array_equal(check[k], want[k]) for k in want)

@@ -404,6 +404,13 @@ def build_negatives(images: np.ndarray, masks: np.ndarray, plan: NegativeParams,
             _negate_boxes_((out_images, out_masks), sel.astype(np.int64), plan.y0[sel].astype(np.int64),
                            plan.x0[sel].astype(np.int64), patch, plan.k[sel], plan.flip[sel], None)
         return out_images, out_masks
+    _negate_plan_torch(out_images, out_masks, plan, device)
+    return out_images, out_masks
+
+
+def _negate_plan_torch(out_images: np.ndarray, out_masks: np.ndarray, plan: NegativeParams, device) -> None:
+    """`build_negatives`' boxes transformed in torch on `device`, in place in the copies (what a
+    CUDA device runs; tests run it on torch's CPU against the numpy path, bit for bit)."""
     import torch
 
     device = torch.device(device)
@@ -411,7 +418,6 @@ def build_negatives(images: np.ndarray, masks: np.ndarray, plan: NegativeParams,
     for patch, sel in plan.by_patch():
         _negate_boxes_(arrays, torch.from_numpy(sel), torch.from_numpy(plan.y0[sel]), torch.from_numpy(plan.x0[sel]),
                        patch, plan.k[sel], plan.flip[sel], device)
-    return out_images, out_masks
 
 
 def check_negatives(masks: np.ndarray, plan: NegativeParams,

@@ -548,11 +548,17 @@ def transfer_images(images: np.ndarray, patches: np.ndarray, draws: TransferDraw
     images = np.asarray(images)
     if images.ndim != 3 or len(draws.rows) != len(images):
         raise ValueError(f"images must be [N, H, W] with one draw each, got {images.shape} and {len(draws.rows)} draws")
-    kind = device_type(device)
-    if kind == "cpu":  # numpy: the same bits as torch on the CPU, without importing torch
+    if device_type(device) == "cpu":  # numpy: the same bits as torch on the CPU, without importing torch
         return _transfer_np(images, patches, draws, mixes, mode, models, noise_level)
+    return _transfer_torch(images, patches, draws, mixes, mode, models, noise_level, device)
+
+
+def _transfer_torch(images, patches, draws, mixes, mode, models, noise_level, device) -> np.ndarray:
+    """`transfer_images` in torch on `device` (what a CUDA device runs; tests run it on torch's
+    CPU against `_transfer_np`, bit for bit)."""
     import torch
 
+    kind = device_type(device)
     dev = torch.device(device)
 
     def put(x: np.ndarray) -> torch.Tensor:

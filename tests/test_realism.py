@@ -106,11 +106,3 @@ def test_highpass_in_the_boxes_is_the_whole_images():
         assert np.array_equal(R.highpass_boxes(batch, boxes), R.cut(R.highpass(batch), boxes))
     assert R.highpass_boxes(x, np.zeros((0, 3), np.int64)).shape == (0, 32, 32)
 
-
-def test_resample_is_ingests():
-    """The report's torch-free resize is `method.transfer.resample_like_ingest`."""
-    from sirst5k.method.transfer import resample_like_ingest
-
-    f = images(4.0, n=1, size=90, seed=4)[0]
-    for size in ((45, 30), (200, 91), (90, 90)):
-        assert np.array_equal(R.resample(f, size), resample_like_ingest(f, size))

@@ -33,6 +33,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from sirst5k.method.noise_model import detrend, periodogram1d, periodogram2d
+from sirst5k.method.transfer import resample_like_ingest
 
 WINDOW = 32
 MAX_VAR = 50.0
@@ -216,26 +217,13 @@ def resample_frames(frames: Iterable[np.ndarray], scale: tuple[float, float]) ->
     out = []
     for f in frames:
         f = np.asarray(f)
-        out.append(resample(f, scaled_size(f.shape, scale)))
+        out.append(resample_like_ingest(f, scaled_size(f.shape, scale)))
     return out
 
 
 def scaled_size(shape: tuple[int, ...], scale: tuple[float, float]) -> tuple[int, int]:
     """`round(h sy) x round(w sx)`, at least 1 x 1."""
     return max(1, int(round(shape[0] * scale[0]))), max(1, int(round(shape[1] * scale[1])))
-
-
-def resample(field: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """`method.transfer.resample_like_ingest` without importing torch (the report does not): PIL's
-    bilinear filter on the float image (mode "F"), float32, no rounding; the same size is a copy.
-    `tests/test_realism.py` checks the two agree."""
-    from PIL import Image
-
-    f = np.ascontiguousarray(field, dtype=np.float32)
-    height, width = int(size[0]), int(size[1])
-    if f.shape == (height, width):
-        return f.copy()
-    return np.asarray(Image.fromarray(f).resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
 def merge(parts: Sequence[NoiseSummary]) -> NoiseSummary:
@@ -500,7 +488,7 @@ def bank_realism(path: str, scale: tuple[float, float], frames: int = BANK_FRAME
     scaled, boxes = [], []
     for i, (canvas, mask) in enumerate(held):
         size = scaled_size(canvas.shape, scale)
-        c, m = resample(canvas, size), resample(mask, size)
+        c, m = resample_like_ingest(canvas, size), resample_like_ingest(mask, size)
         scaled.append(c)
         b = inside_boxes(m[None])
         b[:, 0] = i

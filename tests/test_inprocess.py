@@ -298,3 +298,30 @@ def test_copy_rows_names_a_source_it_cannot_read(tmp_path):
     with pytest.raises(InputError, match="src1.h5: cannot open shard"):
         shards.copy_rows(tmp_path / "x.h5", [(a, 0, 2), (b, 0, 2)], meta, {"dataset": "pub"})
     assert not (tmp_path / "x.h5").exists() and not list(tmp_path.glob(".*partial*"))
+
+
+def test_copy_rows_on_two_lanes_at_once_from_a_fresh_process(tmp_path, monkeypatch):
+    """Publish's first two tasks on two lanes (`run_here`) both look up the filters the writer
+    uses, which are read from a dataset made in an in-memory HDF5 file: HDF5 refuses a second
+    file of one name, and publish failed one run in three on SIRST v1. The barrier holds both
+    lanes inside that lookup together, as the race did."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    a, b = _sources(tmp_path)
+    meta = shards.concat_meta([shards.read_meta(p) for p in (a, b)])
+    attrs = {"dataset": "pub", "split": "train"}
+    want = shards.copy_rows(tmp_path / "want.h5", [(a, 0, 5), (b, 0, 7)], meta, attrs).sha256
+    barrier = threading.Barrier(2, timeout=10)
+    codecs = shards.dataset_codecs
+
+    def meeting_codecs(*args, **kwargs):
+        barrier.wait()
+        return codecs(*args, **kwargs)
+
+    monkeypatch.setattr(shards, "dataset_codecs", meeting_codecs)
+    shards._default_filters.cache_clear()
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(lambda i: shards.copy_rows(tmp_path / f"lane{i}.h5", [(a, 0, 5), (b, 0, 7)], meta,
+                                                       attrs).sha256, range(2)))
+    assert got == [want, want]

@@ -33,6 +33,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
@@ -363,7 +364,11 @@ def _filters(ds: h5py.Dataset) -> tuple:
 @functools.lru_cache(maxsize=1)
 def _default_filters() -> dict[str, tuple]:
     """The filter pipeline `write_shard` gives each dataset (read from a dataset made in memory)."""
-    with h5py.File(f"filters-{os.getpid()}.h5", "w", driver="core", backing_store=False) as f:
+    # One name per thread: the stage's lanes (`run_here`) can make the first call at once, and
+    # HDF5 refuses to create a file of a name it holds open ("unable to truncate a file which is
+    # already open"), in memory too; lru_cache does not hold the second caller back.
+    name = f"filters-{os.getpid()}-{threading.get_ident()}.h5"
+    with h5py.File(name, "w", driver="core", backing_store=False) as f:
         codecs = dataset_codecs()
         return {name: _filters(f.create_dataset(name, shape=(1, 8, 8), dtype=np.uint8, chunks=(1, 8, 8),
                                                 **codecs[name])) for name in DATASETS}

@@ -268,6 +268,21 @@ def test_write_png_roundtrip_and_no_temp_left(tmp_path):
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["out.png"]
 
 
+def test_write_png_level_and_strategy_keep_the_pixels(tmp_path):
+    """synth writes its PNGs at level 1 with zlib's run-length strategy: other bytes, same pixels."""
+    import zlib
+
+    rng = np.random.default_rng(0)
+    noisy = rng.integers(0, 256, (40, 50), dtype=np.uint8)
+    mask = np.zeros((40, 50), np.uint8)
+    mask[10:13, 20:24] = 255
+    for a in (noisy, mask):
+        write_png(tmp_path / "default.png", a)
+        write_png(tmp_path / "rle.png", a, 1, zlib.Z_RLE)
+        assert (tmp_path / "default.png").read_bytes() != (tmp_path / "rle.png").read_bytes()
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "rle.png")), a)
+
+
 def test_write_png_is_atomic_when_rename_fails(tmp_path, monkeypatch):
     path = tmp_path / "keep.png"
     write_png(path, _grey())

@@ -110,6 +110,32 @@ def test_sequence_noise_model():
     assert np.corrcoef(column_offset, drift_free)[0, 1] > 0.95
 
 
+def test_a_labelled_image_has_the_noise_of_pattern_plus_temporal_noise():
+    """`expose_once` (one draw per pixel) gives a labelled image the noise that the sensor's
+    fixed pattern plus its temporal noise (`fixed_pattern` + `_expose`, three draws) give: the
+    same per-pixel variance, rising with the radiance as the gain's does, and the same stripes."""
+    scene = dataclasses.replace(synth.sample_params(4, 0).scene, gain_sigma=0.02, offset_sigma=0.8,
+                                noise_sigma=1.5, column_sigma=1.2, row_sigma=0.5)
+    h, w = 512, 512
+    radiance = np.where(np.arange(w)[None, :] < w // 2, 40.0, 200.0) * np.ones((h, 1))
+
+    def measured(image):
+        image = image.astype(float)
+        left, right = image[:, : w // 2], image[:, w // 2:]
+        # pixel noise: each half minus its column and row means; stripes: the column means' spread
+        pixel = [np.std(x - x.mean(axis=0) - x.mean(axis=1, keepdims=True) + x.mean()) for x in (left, right)]
+        return pixel, np.std(left.mean(axis=0)), np.std(image.mean(axis=1) - image.mean())
+
+    once = measured(synth.expose_once(radiance, scene, generator(0, "t", "once")))
+    gain, offset = synth.fixed_pattern(scene, generator(0, "t", "pattern"), h, w)
+    apart = measured(synth._expose(radiance, gain, offset, scene.noise_sigma, generator(0, "t", "noise")))
+    for level, got, before in zip((40.0, 200.0), once[0], apart[0]):
+        want = np.sqrt((scene.gain_sigma * level) ** 2 + scene.offset_sigma**2 + scene.noise_sigma**2 + 1 / 12)
+        assert got == pytest.approx(want, rel=0.03) and before == pytest.approx(want, rel=0.03)
+    assert once[1] == pytest.approx(scene.column_sigma, rel=0.15) and apart[1] == pytest.approx(scene.column_sigma, rel=0.15)
+    assert once[2] == pytest.approx(scene.row_sigma, rel=0.15) and apart[2] == pytest.approx(scene.row_sigma, rel=0.15)
+
+
 def test_noise_bank_finds_sky_not_clutter():
     window = 32
     kept_total = sky_total = sky_kept = 0

@@ -204,10 +204,11 @@ def resize_mask(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     return np.asarray(out, dtype=np.uint8)
 
 
-def write_png(path: str | Path, array: np.ndarray, compress_level: int = 6) -> None:
+def write_png(path: str | Path, array: np.ndarray, compress_level: int = 6, strategy: int = -1) -> None:
     """Write uint8 `[H, W]` / `[H, W, 3]` / `[H, W, 4]` or uint16 `[H, W]` as PNG, atomically.
 
-    compress_level: zlib's 0-9 (PIL's default 6); the pixels are the same at every level.
+    compress_level: zlib's 0-9 (PIL's default 6); strategy: zlib's (`zlib.Z_RLE`, ...; -1 =
+    PIL's default). The pixels are the same at every level and strategy.
 
     The file appears complete or not at all: it is written under a temporary name in the same
     folder and renamed, so an interrupted run never leaves a truncated PNG that a later run
@@ -226,7 +227,7 @@ def write_png(path: str | Path, array: np.ndarray, compress_level: int = 6) -> N
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
-            im.save(fh, format="PNG", compress_level=compress_level)
+            im.save(fh, format="PNG", compress_level=compress_level, compress_type=strategy)
         os.replace(tmp, path)
         tmp = None
     except OSError as err:

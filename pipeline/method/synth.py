@@ -4,7 +4,8 @@ Labelled images look like single-frame IRST data (NUDT-SIRST-like): a smooth sky
 in some images a ground band with texture, buildings and a tree line, 1-4 dim small targets
 (1-9 px, roughly Gaussian, not touching, none within 1 px of the border; about 1.45 per
 image), and sensor noise: a fixed pattern (column and row stripes, per-pixel gain and offset)
-plus fresh temporal Gaussian noise. Sequences are one static-ish scene that drifts by whole
+plus fresh temporal Gaussian noise (in a labelled image, seen once, the per-pixel terms are one
+Gaussian draw: `expose_once`). Sequences are one static-ish scene that drifts by whole
 pixels, with the same fixed pattern in every frame and temporal noise of constant statistics,
 so flat sky windows pass the noise-bank test and the clutter does not.
 
@@ -422,13 +423,28 @@ def _expose(
     return np.clip(np.rint(raw), 0, 255).astype(np.uint8)
 
 
+def expose_once(radiance: np.ndarray, p: SceneParams, rng: np.random.Generator) -> np.ndarray:
+    """One exposure by a sensor seen once, uint8 `[H, W]`: `fixed_pattern` + `_expose` in distribution.
+
+    In a single frame the pattern's per-pixel gain (`radiance x gain_sigma`) and offset and the
+    temporal noise are three independent Gaussians per pixel, so their sum is one Gaussian of the
+    summed variance: one draw of H x W normals instead of three (they were most of synth's
+    rendering time). The stripes stay drawn apart (one value a column, one a row). A sequence
+    needs the three apart: its frames share the pattern (`render_sequence`).
+    """
+    h, w = radiance.shape
+    sd = np.sqrt((p.gain_sigma * radiance) ** 2 + (p.offset_sigma**2 + p.noise_sigma**2))
+    stripes = p.column_sigma * rng.standard_normal((1, w)) + p.row_sigma * rng.standard_normal((h, 1))
+    raw = radiance + stripes + sd * rng.standard_normal((h, w), dtype=np.float32)
+    return np.clip(np.rint(raw), 0, 255).astype(np.uint8)
+
+
 def render_sample(p: SampleParams) -> tuple[np.ndarray, np.ndarray]:
     """Render a labelled sample: `(image uint8 [H, W], mask uint8 [H, W] in {0, 255})`."""
     s, seed, key = p.scene, p.seed, p.key
     scene = render_scene(s, seed, key)
     signal, mask = render_targets(p.targets, s.height, s.width)
-    gain, offset = fixed_pattern(s, generator(seed, STAGE, f"{key}/pattern"), s.height, s.width)
-    image = _expose(scene + signal, gain, offset, s.noise_sigma, generator(seed, STAGE, f"{key}/noise"))
+    image = expose_once(scene + signal, s, generator(seed, STAGE, f"{key}/noise"))
     return image, mask.astype(np.uint8) * 255
 
 

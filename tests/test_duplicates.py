@@ -64,6 +64,19 @@ def test_area_means_and_thumbnails():
         D.area_means(images, 8, 8)
 
 
+def test_area_means_of_integer_images_are_the_float64_means_bit_for_bit():
+    """Integer pixels are summed as integers (faster); the means must be the float64 ones exactly,
+    so fingerprints and the bank's overlap check do not change."""
+    rng = np.random.default_rng(2)
+    for dtype, top in ((np.uint8, 256), (np.uint16, 65536)):
+        images = rng.integers(0, top, (3, 101, 77)).astype(dtype)
+        re_, ce = (np.arange(10) * 101) // 9, (np.arange(9) * 77) // 8
+        sums = np.add.reduceat(np.add.reduceat(images.astype(np.float64), re_[:-1], axis=1), ce[:-1], axis=2)
+        want = sums / (np.diff(re_)[:, None] * np.diff(ce)[None, :])
+        got = D.area_means(images, 9, 8)
+        assert got.dtype == np.float64 and np.array_equal(got, want)
+
+
 def test_thumb_similarity():
     a = D.thumbnails(textured(2)[None]).astype(np.float64)
     corr, ratio = D.thumb_similarity(a, np.concatenate([a * 1.5 + 10, np.full_like(a, 3), a]))

@@ -398,7 +398,11 @@ def _new_lock(path: Path):
 
 def _write_holder(fd: int) -> None:
     note = json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode()
-    os.ftruncate(fd, 0)
+    # Truncate only a file that holds an old note: on ext4 a truncate to 0 makes close() start
+    # writing the file back (auto_da_alloc), and that waits behind whatever the disk is writing;
+    # measured 0.05-0.4 s at the release of a report's lock after a build.
+    if os.fstat(fd).st_size:
+        os.ftruncate(fd, 0)
     os.pwrite(fd, note, 0)
 
 

@@ -11,7 +11,7 @@ import sys
 
 # What the command line imports, by import name (distribution names in the message).
 NEEDED = {"typer": "typer", "rich": "rich", "dask": "dask[distributed]", "distributed": "dask[distributed]",
-          "PIL": "pillow", "skimage": "scikit-image", "numpy": "numpy", "h5py": "h5py", "filelock": "filelock"}
+          "PIL": "pillow", "skimage": "scikit-image", "numpy": "numpy", "h5py": "h5py"}
 
 
 def missing_packages() -> list[str]:

@@ -376,6 +376,31 @@ def test_lock_in_process_names_this_pid(tmp_path):
         pass
 
 
+def test_a_lock_file_removed_by_its_last_holder_before_our_flock_is_taken_anew(tmp_path, monkeypatch):
+    """The holder before us removes its lock file as it ends. If that falls between our open and
+    our flock, we would lock a file no later run sees, and two runs would write at once: the lock
+    must be taken again on the file that is at the lock's path."""
+    import fcntl
+
+    out = tmp_path / "ds"
+    path = lock_path(out)
+    real, calls = fcntl.flock, []
+
+    def flock(fd, op):
+        if not calls:
+            path.unlink()  # the last holder ends right here
+        calls.append(fd)
+        return real(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    with output_lock(out):
+        assert len(calls) == 2 and json.loads(path.read_text())["pid"] == os.getpid()
+        with pytest.raises(OutputError, match="another sirst5k run"):
+            with output_lock(out):
+                pass
+    assert not path.exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # staged_folder for every stage: ownership, inputs, interruption, resume
 

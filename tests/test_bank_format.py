@@ -178,6 +178,9 @@ def test_load_bank_is_cached_by_version(tmp_path: Path) -> None:
     first = bank.load_bank(str(out), "v1")
     assert bank.load_bank(str(out), "v1") is first
     assert bank.load_bank(str(out), "v2") is not first
+    # one array for every task of the process (run_here's lanes at once): none may write into it
+    with pytest.raises(ValueError, match="read-only"):
+        first[0, 0, 0] = 1
     np.testing.assert_array_equal(first, bank.read_patches(out))
 
 

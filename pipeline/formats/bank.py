@@ -335,8 +335,11 @@ def read_patches(path: str | Path) -> np.ndarray:
 
 @functools.lru_cache(maxsize=2)
 def load_bank(path: str, version: str) -> np.ndarray:
-    """The bank's patches, read once per worker process (version in the key: a rebuilt bank is reloaded)."""
-    return read_patches(path)
+    """The bank's patches, read once per worker process (version in the key: a rebuilt bank is reloaded).
+    Read-only: every task of the process (the lanes of `run_here` at once) gets this one array."""
+    patches = read_patches(path)
+    patches.setflags(write=False)
+    return patches
 
 
 def read_rows(path: str | Path) -> dict[str, np.ndarray]:
@@ -398,8 +401,14 @@ def read_models(path: str | Path) -> BankModels:
 
 @functools.lru_cache(maxsize=2)
 def load_models(path: str, version: str) -> tuple["nm.NoiseModel", ...]:
-    """The bank's noise models, read once per worker process (version in the key)."""
-    return read_models(path).models
+    """The bank's noise models, read once per worker process (version in the key). Their arrays
+    are read-only: every task of the process (the lanes of `run_here` at once) shares them."""
+    models = read_models(path).models
+    for model in models:
+        for value in vars(model).values():
+            if isinstance(value, np.ndarray):
+                value.setflags(write=False)
+    return models
 
 
 def _plain(value: object) -> object:

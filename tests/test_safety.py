@@ -376,6 +376,18 @@ def test_lock_in_process_names_this_pid(tmp_path):
         pass
 
 
+def test_the_lock_of_a_file_output_in_a_folder_not_made_yet(tmp_path):
+    """`noise-bank --out new/bank.h5`: the lock comes before the folder, and makes it."""
+    out = tmp_path / "new" / "deeper" / "bank.h5"
+    with output_lock(out):
+        assert lock_path(out).is_file()
+    assert not lock_path(out).exists()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OutputError, match="Not a directory"):
+        with output_lock(tmp_path / "file" / "bank.h5"):
+            pass
+
+
 def test_a_lock_file_removed_by_its_last_holder_before_our_flock_is_taken_anew(tmp_path, monkeypatch):
     """The holder before us removes its lock file as it ends. If that falls between our open and
     our flock, we would lock a file no later run sees, and two runs would write at once: the lock

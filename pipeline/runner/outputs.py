@@ -377,7 +377,11 @@ def _take_lock(out: Path, path: Path) -> int:
 
     for _ in range(LOCK_TRIES):
         try:
+            # the output's folder may not exist yet (a single-file output: its writer makes it)
+            path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileExistsError as err:  # a file where a folder of the path should be
+            raise OutputError(out, f"cannot write output: {os.strerror(errno.ENOTDIR)} (its lock {path.name})") from err
         except OSError as err:
             raise OutputError(out, f"cannot write output: {err.strerror or err} (its lock {path.name})") from err
         try:

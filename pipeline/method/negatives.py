@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
+from sirst5k.method.devices import on_cpu
 from sirst5k.method.targets import batch_target_table, label_points, mask_points
 from sirst5k.params import Clamp, choices
 
@@ -36,11 +37,6 @@ if TYPE_CHECKING:
     import torch
 
 CLAMPS = choices(Clamp)  # the choices, written once in sirst5k.params
-
-
-def _on_cpu(device) -> bool:
-    """`device` (None, a string such as "cuda:1", or a torch.device) is the CPU."""
-    return device is None or str(getattr(device, "type", device)).split(":")[0] == "cpu"
 
 
 def _check_patch(patch: int, image_size: tuple[int, int]) -> tuple[int, int, int]:
@@ -399,7 +395,7 @@ def build_negatives(images: np.ndarray, masks: np.ndarray, plan: NegativeParams,
     height, width = images.shape[1:]
     _check_plan(plan, len(images), (height, width))
     out_images, out_masks = images[plan.source], masks[plan.source]  # copies; the boxes are pasted in place
-    if _on_cpu(device):
+    if on_cpu(device):
         for patch, sel in plan.by_patch():
             _negate_boxes_((out_images, out_masks), sel.astype(np.int64), plan.y0[sel].astype(np.int64),
                            plan.x0[sel].astype(np.int64), patch, plan.k[sel], plan.flip[sel], None)
@@ -432,7 +428,7 @@ def check_negatives(masks: np.ndarray, plan: NegativeParams,
     if masks.ndim != 3:
         raise ValueError(f"masks must be [S, H, W], got shape {masks.shape}")
     _check_plan(plan, len(masks), masks.shape[1:])
-    if _on_cpu(device):
+    if on_cpu(device):
         def transform(before: np.ndarray, k, flip) -> np.ndarray:
             return transform_boxes(before, k, flip)
     else:

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 from PIL import Image
 
+from sirst5k.method.devices import device_type
 from sirst5k.method.noise_model import (NoiseModel, box_mean, detrend, draw_model_params, model_field, nlf_gain,
                                         synthesize_parts)
 from sirst5k.method.reductions import pairwise_mean
@@ -74,11 +75,6 @@ def _is_float64(dtype) -> bool:
     if text.startswith("torch."):
         return text in ("torch.float64", "torch.double")
     return np.dtype(dtype) == np.float64
-
-
-def device_type(device) -> str:
-    """"cpu" or "cuda" of a device given as a string ("cuda:1") or a torch.device, None = CPU."""
-    return "cpu" if device is None else str(getattr(device, "type", device)).split(":")[0]
 
 
 def _size(size) -> tuple[int, int]:

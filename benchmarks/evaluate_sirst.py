@@ -19,6 +19,7 @@ arm sets:
   noise       originals, originals+model (the README's recommended noise, issue 15: additive,
               fitted sensor-noise model at the source scale, m = 0.75 and 1), originals+model-bal
               (the same, half of every batch originals: @0.5)
+  lead        originals, originals+neg32-bal: the one lead of the arms above, for more seeds
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def arms(folders: dict[str, Path], sets: list[str]) -> list[str]:
     if "candidates" in sets:
         out += [f"originals+neg4={folders['neg-orig-4']}", f"originals+neg32-bal={folders['neg-orig-32']}@0.5",
                 f"originals+add1={folders['transfer-add1']}"]
+    if "lead" in sets:
+        out += [a for a in ("originals", f"originals+neg32-bal={folders['neg-orig-32']}@0.5") if a not in out]
     if "noise" in sets:
         out += [a for a in ("originals",) if a not in out]
         out += [f"originals+model={folders['transfer-model']}", f"originals+model-bal={folders['transfer-model']}@0.5"]
@@ -54,7 +57,7 @@ def main() -> None:
     ap.add_argument("--model", default="acm")
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--arms", nargs="+", default=["main", "candidates"], choices=["main", "candidates", "noise"])
+    ap.add_argument("--arms", nargs="+", default=["main", "candidates"], choices=["main", "candidates", "noise", "lead"])
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()

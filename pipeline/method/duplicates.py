@@ -65,10 +65,9 @@ def area_means(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
     # cannot overflow; wider ones in int64): the sums are exact, as float64 sums of them are, so
     # the means are the same bits, without a float64 copy of the images (2.8x faster, most of the
     # report's fingerprint pass). Columns first: the second pass then runs over 1/cols of the data.
-    if images.dtype == np.uint8 and h * w < 2**24:
-        sums = np.add.reduceat(np.add.reduceat(images, ce[:-1], axis=2, dtype=np.uint32), re_[:-1], axis=1)
-    elif np.issubdtype(images.dtype, np.integer) or images.dtype == np.bool_:
-        sums = np.add.reduceat(np.add.reduceat(images, ce[:-1], axis=2, dtype=np.int64), re_[:-1], axis=1)
+    if np.issubdtype(images.dtype, np.integer) or images.dtype == np.bool_:
+        acc = np.uint32 if images.dtype == np.uint8 and h * w < 2**24 else np.int64
+        sums = np.add.reduceat(np.add.reduceat(images, ce[:-1], axis=2, dtype=acc), re_[:-1], axis=1)
     else:
         sums = np.add.reduceat(np.add.reduceat(images.astype(np.float64), re_[:-1], axis=1), ce[:-1], axis=2)
     return sums / (np.diff(re_)[:, None] * np.diff(ce)[None, :])

@@ -79,13 +79,7 @@ def staged_folder(out: str | Path, stage: str | None = None, inputs: Sequence[st
     out = Path(out)
     check_output_folder(out, stage, inputs, overwrite)
     tmp = partial_dir(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        # a file where a folder of the path should be: mkdir says "File exists", the cause is ENOTDIR
-        reason = os.strerror(errno.ENOTDIR) if isinstance(err, FileExistsError) else err.strerror or err
-        raise OutputError(out, f"cannot write output folder: {reason}") from err
-    with output_lock(out):
+    with output_lock(out):  # makes out's parent folder first
         if tmp.is_dir() and not tmp.is_symlink() and not resume:
             shutil.rmtree(tmp, ignore_errors=True)
         resumed = tmp.is_dir()
@@ -352,11 +346,12 @@ def output_lock(out: str | Path) -> Iterator[Path]:
     process dies, so a killed run's lock is free again and the next run takes it over. The holder
     writes its pid and host into the lock file; a second writer (another process, or this one
     again) gets one line naming them and leaves everything as it was. The lock file is removed
-    when the block ends. (The `filelock` package did this before: a dependency and its import,
+    when the block ends. The output's folder is made first (the lock lives in it). (The `filelock` package did this before: a dependency and its import,
     ~0.01 s of a stage command beside the modules a stage loads anyway, for a few lines of `fcntl`.)
     """
     out = Path(out)
     path = lock_path(out)
+    _make_parent(out)
     fd = _take_lock(out, path)
     try:
         yield path
@@ -370,20 +365,29 @@ def output_lock(out: str | Path) -> Iterator[Path]:
 LOCK_TRIES = 8
 
 
+def _make_parent(out: Path) -> None:
+    """The folder `out` (and its lock) lives in, made if missing; OutputError if it cannot be."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        # a file where a folder of the path should be: mkdir says "File exists", the cause is ENOTDIR
+        reason = os.strerror(errno.ENOTDIR) if isinstance(err, FileExistsError) else err.strerror or err
+        raise OutputError(out, f"cannot write output folder: {reason}") from err
+
+
 def _take_lock(out: Path, path: Path) -> int:
     """The locked descriptor of `path`, with this process's note in it; OutputError if another
     run holds it or it cannot be made."""
     import fcntl
 
+    def cannot(err: OSError) -> OutputError:
+        return OutputError(out, f"cannot write output: {err.strerror or err} (its lock {path.name})")
+
     for _ in range(LOCK_TRIES):
         try:
-            # the output's folder may not exist yet (a single-file output: its writer makes it)
-            path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except FileExistsError as err:  # a file where a folder of the path should be
-            raise OutputError(out, f"cannot write output: {os.strerror(errno.ENOTDIR)} (its lock {path.name})") from err
         except OSError as err:
-            raise OutputError(out, f"cannot write output: {err.strerror or err} (its lock {path.name})") from err
+            raise cannot(err) from err
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -396,7 +400,7 @@ def _take_lock(out: Path, path: Path) -> int:
                                    f"or remove {path} if no such run exists") from None
         except OSError as err:
             os.close(fd)
-            raise OutputError(out, f"cannot write output: {err.strerror or err} (its lock {path.name})") from err
+            raise cannot(err) from err
         # The holder before us unlinks its file at the end, while it still holds it: if that
         # happened between our open and our flock, we hold a file no one else will see; take the
         # one at `path` instead.

@@ -13,6 +13,9 @@ class InputError(Exception):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
 
+    def __reduce__(self):  # pickled as its two fields (a task lane sends it back whole)
+        return type(self), (self.path, self.problem)
+
 
 class OutputError(Exception):
     """The output location cannot be written (permissions, disk full)."""
@@ -21,3 +24,6 @@ class OutputError(Exception):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self):
+        return type(self), (self.path, self.problem)

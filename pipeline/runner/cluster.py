@@ -3,8 +3,10 @@
 A stage builds a list of task arguments (one per shard) and hands it to a `Runner`, which decides
 where the tasks run (`Runner.run`, the one place that decides):
   - on an existing scheduler whenever one is given (`--scheduler`, DASK_SCHEDULER_ADDRESS);
-  - otherwise here, in this process, min(`--workers`, cores) tasks at a time on threads, for as
-    long as the work left looks short; once the tasks left would take longer than
+  - otherwise here, in this process's lanes, min(`--workers`, cores) tasks at a time: forked
+    children of this process where that is safe (below), which are a LocalCluster's workers
+    without its start-up, so every task list stays here; where the lanes must be threads, for
+    as long as the work left looks short: once the tasks left would take longer than
     CLUSTER_AFTER_S seconds here (judged, from the second task on, by the time of the tasks
     done per unit of work, the first left out as it also paid the imports), the rest go to a
     LocalCluster of `--workers` processes (default min(4, cores)), started then and kept for
@@ -16,10 +18,12 @@ work at the sizes of the public datasets (a few thousand samples) runs here; at 
 size too (10 x SIRST's transfer + negatives: 8.9 s here on 2 threads, 10.9 s on a 2-worker
 LocalCluster with its start-up), and bigger work spreads over the workers. The bytes written do not depend on where a task ran, nor
 on how many ran at once (each task writes its own files; results come back in task order).
-Threads here overlap what releases the GIL (PNG codecs, hashing, numpy, the shard writes'
-copies): SIRST v1's publish takes 0.7-1.4 s instead of 1.6 s. Cluster workers are processes with
-one thread each: h5py serialises every HDF5 call of a process behind one lock, so at steady
-state threads would queue on it.
+The lanes here are children forked from this process when the task list starts (`forked`: they
+inherit its imports, so they start in milliseconds, and run side by side past the GIL and h5py's
+lock, which serialises every HDF5 call of a process), or threads where a fork is not safe
+(torch imported, other threads running, not Linux; `SIRST5K_LANES=threads` asks for them),
+which overlap only what releases the GIL (PNG codecs, hashing, numpy's bigger loops). Cluster
+workers are processes with one thread each, for the same reason.
 """
 
 from __future__ import annotations
@@ -314,9 +318,12 @@ class Runner:
         if not self._checked:
             check_cuda_here(self.device)
             self._checked = True
-        spill = self._may_spill()
         threads = min(local_workers(self.workers), _usable_cores())
         lanes = threads if not (gpu and not gpu_impossible()) else 1  # one GPU: one task at a time
+        from sirst5k.runner import forked
+
+        # forked lanes are a LocalCluster's workers without its start-up: moving gains nothing
+        spill = self._may_spill() and not (lanes > 1 and forked.can_fork() is None)
 
         def spill_now(seconds: list[float]) -> bool:
             # the wall time left shares the lanes (each task's own time already counts the sharing)
@@ -335,10 +342,12 @@ class Runner:
 
 def run_here(fn: Callable[..., Any], tasks: Sequence[tuple], label: str, lanes: int,
              stop: Callable[[list[float]], bool] | None = None) -> list[Any]:
-    """fn(*args) for every args in `tasks`, in this process, `lanes` at a time on threads, under a
+    """fn(*args) for every args in `tasks`, in this process's lanes, `lanes` at a time, under a
     progress bar; results in task order, and the first failure in task order is raised (the
-    tasks started beside it finish first). PNG codecs, hashing, numpy and the shard writes'
-    copies release the GIL, so the tasks overlap without a cluster's start-up.
+    tasks started beside it finish first). A lane takes the next task as soon as it is free,
+    whichever task finished, so a long task does not hold the others back. The lanes are
+    children forked from this process where that is safe (`forked.can_fork`), else threads
+    (which overlap only what releases the GIL: PNG codecs, hashing, numpy's bigger loops).
 
     stop(seconds of the tasks done, in order) is asked after each task: True returns the results
     so far, with those of the tasks already started (the caller runs the rest elsewhere).
@@ -352,43 +361,81 @@ def run_here(fn: Callable[..., Any], tasks: Sequence[tuple], label: str, lanes: 
         start = time.perf_counter()
         return fn(*args), time.perf_counter() - start
 
-    with progress_bar(label, len(tasks)) as advance, _lanes(lanes) as submit:
-        pending = [submit(timed, tasks[i]) for i in range(lanes)]
-        while pending:
-            result, took = pending.pop(0).result()
+    started: dict[int, Any] = {}  # task index -> its future, until its result is taken (in order)
+    stopping = False
+    # the lanes start (fork) before the progress bar's thread does
+    with _lanes(lanes, lambda i: timed(tasks[i])) as lane, progress_bar(label, len(tasks)) as advance:
+        while True:
+            busy = [f for f in started.values() if not f.done()]
+            while not stopping and len(results) + len(started) < len(tasks) and len(busy) < lanes:
+                i = len(results) + len(started)
+                started[i] = lane.submit(i)
+                busy.append(started[i])
+            head = started.get(len(results))
+            if head is None:
+                break  # every task started has been taken
+            if not head.done():
+                lane.wait_any(busy)
+                continue
+            result, took = started.pop(len(results)).result()
             results.append(result)
             seconds.append(took)
             advance()
-            if len(results) < len(tasks) and stop is not None and stop(seconds):
-                for f in pending:  # started: they finish here
-                    result, took = f.result()
-                    results.append(result)
-                    seconds.append(took)
-                    advance()
-                break
-            if len(results) + len(pending) < len(tasks):
-                pending.append(submit(timed, tasks[len(results) + len(pending)]))
+            if len(results) < len(tasks) and stop is not None and not stopping and stop(seconds):
+                stopping = True  # the tasks started finish here; no more start
     return results
 
 
-@contextlib.contextmanager
-def _lanes(n: int) -> Iterator[Callable[..., Any]]:
-    """submit(fn, arg) -> a future: on a pool of n threads, or (n = 1) run at once, here."""
-    if n <= 1:
+class _Inline:
+    """n = 1: each task runs at once, here, as the loop would run it."""
+
+    def __init__(self, fn: Callable[[int], Any]):
+        self.fn = fn
+
+    def submit(self, i: int) -> Any:
         from concurrent.futures import Future
 
-        def now(fn, arg):
-            f: Future = Future()
-            f.set_result(fn(arg))  # raised at once, as the loop raised it
-            return f
+        f: Future = Future()
+        f.set_result(self.fn(i))  # raised at once, as the loop raised it
+        return f
 
-        yield now
+    def wait_any(self, futures: Sequence[Any]) -> None:  # every future is done at once
+        return None
+
+
+class _Threads:
+    def __init__(self, pool: Any, fn: Callable[[int], Any]):
+        self.pool, self.fn = pool, fn
+
+    def submit(self, i: int) -> Any:
+        return self.pool.submit(self.fn, i)
+
+    def wait_any(self, futures: Sequence[Any]) -> None:
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        wait(futures, return_when=FIRST_COMPLETED)
+
+
+@contextlib.contextmanager
+def _lanes(n: int, fn: Callable[[int], Any]) -> Iterator[Any]:
+    """Lanes for n tasks at a time: `.submit(i)` -> a future of fn(i); `.wait_any(futures)`
+    returns once one of them is done. Forked children of this process where that is safe
+    (`forked.can_fork`: past the GIL and h5py's lock), else a pool of n threads; n = 1 runs
+    each task at once, here."""
+    if n <= 1:
+        yield _Inline(fn)
+        return
+    from sirst5k.runner import forked
+
+    if forked.can_fork() is None:
+        with forked.forked_lanes(n, fn) as lanes:
+            yield lanes
         return
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(n, thread_name_prefix="sirst5k-task") as pool:
         try:
-            yield lambda fn, arg: pool.submit(fn, arg)
+            yield _Threads(pool, fn)
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise

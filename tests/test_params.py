@@ -30,7 +30,7 @@ def test_default_versions_are_the_dicts_published_datasets_were_made_with() -> N
                                                 "shard_size": 1024}
     assert NoiseBankParams().version_dict() == {"window": 32, "stride": 32, "max_var": 50.0, "min_mean": 0.0,
                                                 "max_seq_var": 50.0, "max_seq_mean": 50.0, "temporal": 0}
-    assert IngestParams(layout="dnanet").version_dict() == {"layout": "dnanet", "size": 256, "shard_size": 256,
+    assert IngestParams(layout="dnanet").version_dict() == {"layout": "dnanet", "size": 256, "shard_size": 128,
                                                             "split_ratio": 0.5, "skip_bad": False, "seed": 0}
     assert PublishParams().version_dict() == {"name": "sirst5k", "shard_size": 1024, "transfer": False}
 

@@ -22,7 +22,9 @@ Printed (Markdown tables, docs/noise.md quotes them):
    (`(f_t - f_{t+1}) / sqrt 2` of their pairs and the pair's stable mask resampled alike); and the
    temporal model fitted from one-scene pairs only (thumbnails correlating >= 0.9); and the
    temporal model with its noise-level function drawn at the held-out images' own local grey
-   level (`--noise-level image`, model format 3); 2b repeats it on frames whose noise is each
+   level (`--noise-level image`, model format 3); and, as the bound of any stationary Gaussian
+   model of one level, a Gaussian field drawn to the own high-pass reference's exact spectrum
+   (`spectrum_matched`); 2b repeats it on frames whose noise is each
    sequence's flat-fit model alone (over a smooth scene: a level-independent noise, where the
    function should be flat and change nothing);
 3. both fits per bank sequence, and what the clean-bank rules do to the banks (`--sections`
@@ -242,7 +244,27 @@ GOAL_HEADERS = ("sequence", "scale", "own hp (windows)", "own temporal (windows)
                 "temporal model / own temporal", "|log10 PSD|", "NLF model / own hp", "|log10 PSD|",
                 "NLF model / own temporal", "|log10 PSD|", "temporal model, own windows / own hp", "|log10 PSD|",
                 "NLF model, own windows / own hp", "|log10 PSD|", "one-scene pairs", "one-scene model / own temporal",
-                "|log10 PSD|")
+                "|log10 PSD|", "Gaussian field of own hp's spectrum / own hp", "|log10 PSD|")
+
+
+def spectrum_matched(own, n: int = 8, size: int = SIZE, seed: int = 1, rounds: int = 4):
+    """The summary of a stationary Gaussian field drawn to the reference's own ring spectrum (the
+    32-px windows' radially averaged PSD): what the best stationary, Gaussian, one-level model
+    (random phase, the reference's spectrum) gives against the goal. The field's spectrum is put
+    on the 256 grid by ring and corrected ring by ring `rounds` times (same white draws each time)
+    until it measures as the reference's."""
+    k = np.fft.fftfreq(size) * size
+    ring = np.hypot(k[:, None], k[None, :]) / size * WINDOW  # ring index on the 32-px windows' grid
+    rings = np.arange(1, len(own.psd) + 1)
+    spec = np.interp(ring, rings, own.psd)
+    spec[0, 0] = 0.0
+    for _ in range(rounds):
+        rng = np.random.default_rng(seed)
+        field = np.stack([np.fft.ifft2(np.fft.fft2(rng.standard_normal((size, size))) * np.sqrt(spec)).real
+                          for _ in range(n)])
+        got = R.summarize(field, boxes=R.all_boxes(field.shape), sigma=False)
+        spec = spec * np.interp(ring, rings, own.psd / got.psd)
+    return got
 
 
 def noise_only(frames: np.ndarray, seed: int) -> np.ndarray:
@@ -347,6 +369,8 @@ def goal_rows(sequences, held, seed, synthetic: bool = False, tile: int = NoiseB
                ratio("nlf", own), dist("nlf", own), ratio("nlf", own_t), dist("nlf", own_t),
                ratio("temporal@own", own), dist("temporal@own", own), ratio("nlf@own", own), dist("nlf@own", own),
                int(one_scene.sum()), ratio("scene", own_t), dist("scene", own_t)]
+        got["matched"] = spectrum_matched(own)
+        row += [ratio("matched", own), dist("matched", own)]
         rows.append(row)
         for k in cols:
             if isinstance(row[k], float) and np.isfinite(row[k]):

@@ -69,13 +69,18 @@ def task_rates(repeat: int, devices: list[str]) -> list[list]:
     return rows
 
 
-def where(w: int, threads: bool = False) -> tuple[str, dict]:
+def where(w: int, here: str | None = None) -> tuple[str, dict]:
     """How `w` workers run: 1 in the command's own process (what --workers 1 does), more on a
     LocalCluster of w (SIRST5K_CLUSTER=always, so that the tiny run's start-up is the cluster's),
-    or with `threads` in the command's process, w tasks at a time on threads (SIRST5K_CLUSTER=never)."""
+    or in the command's process, w tasks at a time (SIRST5K_CLUSTER=never) in `here` lanes:
+    "forked" (children of the command, what `auto` uses on Linux) or "threads" (SIRST5K_LANES)."""
     if w == 1:
         return "here", {"SIRST5K_CLUSTER": "never"}
-    return ("here, threads", {"SIRST5K_CLUSTER": "never"}) if threads else ("LocalCluster", {"SIRST5K_CLUSTER": "always"})
+    if here == "forked":
+        return "here, forked lanes", {"SIRST5K_CLUSTER": "never", "SIRST5K_LANES": None}
+    if here == "threads":
+        return "here, threads", {"SIRST5K_CLUSTER": "never", "SIRST5K_LANES": "threads"}
+    return "LocalCluster", {"SIRST5K_CLUSTER": "always"}
 
 
 def cli_rates(copies: int, workers: list[int], repeat: int, device: str = "cpu",
@@ -86,8 +91,10 @@ def cli_rates(copies: int, workers: list[int], repeat: int, device: str = "cpu",
     rows = []
     combined: dict[int, float] = {}
     with tempfile.TemporaryDirectory(dir=C.bench_dir()) as tmp:
-        for w, on_threads in [(w, False) for w in workers] + [(w, True) for w in workers if threads and w > 1]:
-            place, env = where(w, on_threads)
+        runs = [(w, None) for w in workers] + [(w, kind) for w in workers if threads and w > 1
+                                                for kind in ("forked", "threads")]
+        for w, kind in runs:
+            place, env = where(w, kind)
             common = ["--workers", w, "--device", device]
             best = {"start_t": float("inf"), "start_n": float("inf"), "tt": float("inf"), "tn": float("inf")}
             for _ in range(repeat):
@@ -132,7 +139,8 @@ def main() -> None:
     ap.add_argument("--cli-repeat", type=int, default=1, help="runs of each CLI stage; the best is kept")
     ap.add_argument("--tasks-only", action="store_true")
     ap.add_argument("--threads", action="store_true",
-                    help="also run each --workers > 1 in the command's process, that many tasks at a time on threads")
+                    help="also run each --workers > 1 in the command's process, that many tasks at a time, "
+                         "in forked lanes and on threads")
     ap.add_argument("--devices", nargs="+", default=["cpu"], help="cpu and/or cuda")
     args = ap.parse_args()
     C.header("stage throughput, task functions on one shard (one process, one thread), best of "

@@ -38,7 +38,7 @@ def ingest_shard(path: str, refs: list, split: str, index: int, n_shards: int, s
     from sirst5k.errors import InputError
     from sirst5k.formats import shards
     from sirst5k.formats.layouts import PAD_VALUE, load_sample
-    from sirst5k.method.targets import batch_target_table
+    from sirst5k.method.difficulty import target_difficulty
     from sirst5k.runner.cluster import thread_map
     from sirst5k.runner.outputs import hash_files, task_key
     from sirst5k.runner.tasks import TaskResult, reuse_shard
@@ -77,8 +77,12 @@ def ingest_shard(path: str, refs: list, split: str, index: int, n_shards: int, s
         rows.append((ref.id, loaded.orig_h, loaded.orig_w, loaded.valid_h, loaded.valid_w))
     n = len(rows)
     empty = (0, *(shape if shape is not None else (size, size)))
+    image_stack = np.stack(images) if n else np.zeros(empty, np.uint8)
     mask_stack = np.stack(masks) if n else np.zeros(empty, np.uint8)
-    counts = batch_target_table(mask_stack)["count"]
+    # the shard's per-target table, labelled once: it gives the counts here and is what
+    # write_shard would compute from these pixels (passed on, not labelled again)
+    table = target_difficulty(image_stack, mask_stack)
+    counts = np.bincount(table["row"], minlength=n)
     areas = np.count_nonzero(mask_stack, axis=(1, 2))
     meta = shards.new_meta(n)
     for i, (sid, oh, ow, vh, vw) in enumerate(rows):
@@ -99,11 +103,12 @@ def ingest_shard(path: str, refs: list, split: str, index: int, n_shards: int, s
     _write_warnings(path, key, warnings, skipped)
     info = shards.write_shard(
         path,
-        np.stack(images) if n else np.zeros(empty, np.uint8),
+        image_stack,
         mask_stack,
         meta,
         {"dataset": STAGE, "version": key[:16], "split": split, "shard_index": index, "n_shards": n_shards,
          "task_key": key, **({"schema_version": schema} if schema is not None else {})},
+        targets=table,
     )
     return TaskResult((info,), "cpu", {"warnings": warnings, "skipped": skipped,
                                        "no_target": int((meta["n_targets"] == 0).sum())})

@@ -14,10 +14,11 @@ where the tasks run (`Runner.run`, the one place that decides):
     this process computes, in the same order), and neither does a machine with one core.
     SIRST5K_CLUSTER=always / never overrides the rule.
 A cluster costs seconds to start (processes, and each imports the stage's libraries again), so
-work at the sizes of the public datasets (a few thousand samples) runs here; at ten times that
-size too (10 x SIRST's transfer + negatives: 8.9 s here on 2 threads, 10.9 s on a 2-worker
-LocalCluster with its start-up), and bigger work spreads over the workers. The bytes written do not depend on where a task ran, nor
-on how many ran at once (each task writes its own files; results come back in task order).
+work at the sizes of the public datasets (a few thousand samples) runs here, and at ten times
+that size too (10 x SIRST's transfer + negatives: 13.0 s here in 2 forked lanes, 17.9 s on 2
+threads, 18.4 s on a 2-worker LocalCluster with its start-up). The bytes written do not depend
+on where a task ran, nor on how many ran at once (each task writes its own files; results come
+back in task order).
 The lanes here are children forked from this process when the task list starts (`forked`: they
 inherit its imports, so they start in milliseconds, and run side by side past the GIL and h5py's
 lock, which serialises every HDF5 call of a process), or threads where a fork is not safe

@@ -30,8 +30,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 _HEADER = 8  # bytes of a message's length, and of a task index
@@ -94,7 +93,6 @@ class _Child:
     tasks: int  # parent's end of the pipe it reads task indices from
     results: int  # parent's end of the pipe it writes results to
     running: _Pending | None = None
-    queue: deque = field(default_factory=deque)
 
 
 def _read_exact(fd: int, n: int) -> bytes:
@@ -112,6 +110,12 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def _flush_std() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
 
 
 def _die_with_parent(parent: int) -> None:
@@ -147,21 +151,16 @@ def _serve(fn: Callable[[int], Any], tasks: int, results: int) -> None:
         except BaseException as exc:  # noqa: BLE001 - every error travels back to be raised there
             # pickling drops an exception's traceback and cause: they travel as text
             ok, value, tb = False, exc, "".join(traceback.format_exception(exc)).rstrip()
-        for stream in (sys.stdout, sys.stderr):  # what the task printed comes before its result
-            with contextlib.suppress(Exception):
-                stream.flush()
+        _flush_std()  # what the task printed comes before its result
         data = _message(index, ok, value, tb)
         _write_all(results, len(data).to_bytes(_HEADER, "little") + data)
 
 
 class _Lanes:
     def __init__(self, n: int, fn: Callable[[int], Any]):
-        self.fn = fn
         self.children: list[_Child] = []
         self.failed = False
-        for stream in (sys.stdout, sys.stderr):  # else a child's first print repeats what the parent had buffered
-            with contextlib.suppress(Exception):
-                stream.flush()
+        _flush_std()  # else a child's first print repeats what the parent had buffered
         parent = os.getpid()
         for _ in range(n):
             task_r, task_w = os.pipe()
@@ -186,8 +185,14 @@ class _Lanes:
             self.children.append(_Child(pid, task_w, res_r))
 
     def submit(self, index: int) -> _Pending:
+        """Start task `index` on an idle lane (the caller keeps at most n tasks running, so one is
+        idle unless a lane died: that lane's task, earlier in task order, is the error raised)."""
         pending = _Pending(self, index)
-        self._assign(pending)
+        idle = [c for c in self.children if c.pid and c.running is None]
+        if idle:
+            self._start(idle[0], pending)
+        else:
+            pending.ok, pending.value, pending.finished = False, LaneDied(f"task {index}: no lane left to run it"), True
         return pending
 
     def _start(self, child: _Child, pending: _Pending) -> None:
@@ -217,24 +222,6 @@ class _Lanes:
                 if tb:
                     pending.value.__cause__ = RemoteTraceback(tb)
             pending.finished = True
-            if child.queue and child.pid:
-                self._start(child, child.queue.popleft())
-            elif child.queue:  # a dead lane's queue moves to the others
-                moved, child.queue = list(child.queue), deque()
-                for p in moved:
-                    self._assign(p)
-
-    def _assign(self, pending: _Pending) -> None:
-        """To an idle lane, else to the lane with the shortest queue."""
-        alive = [c for c in self.children if c.pid]
-        if not alive:
-            pending.ok, pending.value, pending.finished = False, LaneDied(f"task {pending.index}: no lane left"), True
-            return
-        child = min(alive, key=lambda c: (c.running is not None) + len(c.queue))
-        if child.running is None:
-            self._start(child, pending)
-        else:
-            child.queue.append(pending)
 
     def _reap(self, child: _Child) -> str:
         pid, child.pid = child.pid, 0
@@ -248,8 +235,6 @@ class _Lanes:
     def close(self, kill: bool) -> None:
         """End every lane: after the tasks they run (kill: at once)."""
         if not kill:
-            for c in self.children:
-                c.queue.clear()
             while any(c.running is not None for c in self.children):
                 self.pump()
         for c in self.children:

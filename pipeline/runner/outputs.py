@@ -346,8 +346,9 @@ def output_lock(out: str | Path) -> Iterator[Path]:
     process dies, so a killed run's lock is free again and the next run takes it over. The holder
     writes its pid and host into the lock file; a second writer (another process, or this one
     again) gets one line naming them and leaves everything as it was. The lock file is removed
-    when the block ends. The output's folder is made first (the lock lives in it). (The `filelock` package did this before: a dependency and its import,
-    ~0.01 s of a stage command beside the modules a stage loads anyway, for a few lines of `fcntl`.)
+    when the block ends. The output's folder is made first (the lock lives in it). (The `filelock`
+    package did this before: a dependency and its import, ~0.01 s of a stage command beside the
+    modules a stage loads anyway, for a few lines of `fcntl`.)
     """
     out = Path(out)
     path = lock_path(out)

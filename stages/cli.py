@@ -31,6 +31,7 @@ COMMANDS = [
     ("transfer", "transfer"),
     ("negatives", "negatives"),
     ("publish", "publish"),
+    ("recipe", "recipe"),
     ("report", "report"),
     ("verify", "verify"),
     ("export", "export"),

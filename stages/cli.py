@@ -44,7 +44,7 @@ PROG = "sirst5k"
 
 
 def _typer(**extra) -> typer.Typer:
-    return typer.Typer(add_completion=False, pretty_exceptions_enable=False, **extra)
+    return typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None, **extra)
 
 
 def build_app(names: list[str] | None = None, *, lazy: bool = False) -> typer.Typer:

@@ -77,7 +77,7 @@ def command(
         str(p) for p in NegativesParams.patch],
     mirror: Annotated[bool, typer.Option("--mirror/--no-mirror", help=NegativesParams.help("mirror"))] = NegativesParams.mirror,
     name: Annotated[str, typer.Option(help=PublishParams.help("name"))] = PublishParams.name,
-    with_transfer: Annotated[bool, typer.Option("--with-transfer/--no-transfer", help=PublishParams.help(
+    with_transfer: Annotated[bool, typer.Option("--with-transfer/--without-transfer", help=PublishParams.help(
         "transfer"))] = PublishParams.transfer,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of every stage that draws (default: each "
                                                                "stage's own).")] = None,

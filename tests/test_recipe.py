@@ -67,10 +67,12 @@ def test_one_command_writes_what_the_four_commands_write(source, tmp_path):
 def test_frames_build_the_bank_in_the_recipe_folder(source, tmp_path):
     out = tmp_path / "r"
     sirst5k("recipe", source / "source", "--frames", source / "frames", "--out", out, "--size", 64, "--patch", 16,
-            "--workers", 1)
+            "--with-transfer", "--workers", 1)
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == \
         ["bank.h5", "ingest", "negatives", "sirst5k", "sirst5k.json", "transfer"]
-    assert json.loads((out / "sirst5k.json").read_text())["splits"]["train"]["n_samples"] > 0
+    kinds = json.loads((out / "sirst5k.json").read_text())["splits"]["train"]["kinds"]
+    assert kinds["original"] > 0 and kinds["negative"] > 0
+    assert kinds["transfer"] == kinds["original"]  # --with-transfer: one per train image at the default m
 
 
 @pytest.mark.parametrize("case", ["source", "inside-source", "holds-source", "foreign", "file"])

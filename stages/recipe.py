@@ -21,7 +21,8 @@ from typing import Annotated, Optional
 import typer
 
 from sirst5k.errors import InputError, OutputError
-from sirst5k.params import IngestParams, Layout, NegativesParams, NoiseField, PublishParams, TransferMode, TransferParams
+from sirst5k.params import (IngestParams, Layout, NegativesParams, NoiseField, PublishParams, TransferMode, TransferParams,
+                            parse_floats, parse_ints)
 
 from .common import Device, Overwrite, Scheduler, Workers, check_device, user_errors
 
@@ -97,7 +98,13 @@ def command(
     check_device(device)
     if (noise_bank is None) == (frames is None):
         raise InputError(noise_bank or frames or out, "give one of --noise-bank FILE or --frames DIR")
-    PublishParams(name=name)  # a bad name is refused before anything is written
+    # every stage's options are checked before any stage runs (a bad --patch must not cost an ingest)
+    ingest_params = IngestParams(layout=layout, size=size, **({} if seed is None else {"seed": seed}))
+    TransferParams(mix=parse_floats("mix", mix), mode=mode, field=field)
+    negatives_params = NegativesParams(patch=parse_ints("patch", patch), mirror=mirror)
+    if not ingest_params.native:
+        negatives_params.check_fits(ingest_params.size, ingest_params.size, where=f"--size {size}")
+    PublishParams(name=name)
     if not Path(source).is_dir():
         raise InputError(source, "labelled dataset folder does not exist")
     # the noise source is checked before any work, not after ingest

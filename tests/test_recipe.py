@@ -121,3 +121,12 @@ def test_a_stage_error_stops_the_recipe_with_that_stage_s_line(source, tmp_path)
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines()[-1].startswith("error: ")
     assert not any((tmp_path / "r" / name).exists() for name in ("ingest", "transfer", "negatives", "sirst5k"))
+
+
+@pytest.mark.parametrize("option", [["--patch", 0], ["--patch", 100], ["--mix", 2], ["--size", 8], ["--name", "a/b"]])
+def test_a_bad_option_of_any_stage_is_refused_before_ingest_runs(source, tmp_path, option):
+    result = invoke("recipe", source / "source", "--noise-bank", source / "bank.h5", "--out", tmp_path / "r",
+                    "--size", 64, *option)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1].startswith("error: ")
+    assert not (tmp_path / "r").exists()

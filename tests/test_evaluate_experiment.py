@@ -239,3 +239,16 @@ def test_fa_rule_dnanet_scores_the_same_predictions_with_lower_or_equal_fa(sets,
         assert sum(int(r["area"]) for r in rows(rule, "false_alarms.csv")) == fa_pixels
     bad = _evaluate([*base, "--out", tmp_path / "bad", "--fa-rule", "area"])
     assert bad.exit_code == 2 and "--fa-rule area: use basicirstd or dnanet" in bad.output
+
+
+def test_runs_in_spawned_job_processes_give_the_numbers_of_runs_in_this_process(sets, tmp_path):
+    """--jobs 2 trains each (arm, seed) in a process of its own (spawned, with the command's heap
+    setting); the metrics are the bytes of one run after another here."""
+    ingest, negs, _ = sets
+    base = [ingest, "--arm", "originals", "--arm", f"originals+negatives={negs}", "--seeds", 0, "--steps", 2,
+            "--batch-size", 4, "--size", SIZE, "--crop", SIZE, "--device", "cpu", "--threads", 1]
+    here = _evaluate([*base, "--out", tmp_path / "here", "--jobs", 1])
+    assert here.exit_code == 0, here.output
+    spawned = _evaluate([*base, "--out", tmp_path / "spawned", "--jobs", 2])
+    assert spawned.exit_code == 0, spawned.output
+    assert (tmp_path / "spawned" / "metrics.json").read_bytes() == (tmp_path / "here" / "metrics.json").read_bytes()

@@ -14,7 +14,6 @@ here is the stage's default; for anything else run the stages one by one (or `dv
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -26,7 +25,6 @@ from sirst5k.params import (IngestParams, Layout, NegativesParams, NoiseField, P
 
 from .common import Device, Overwrite, Scheduler, Workers, check_device, user_errors
 
-STAGE = "recipe"
 STEPS = ("ingest", "transfer", "negatives")  # DIR's sub-folders; NAME/, NAME.json and bank.h5 besides
 BANK = "bank.h5"
 
@@ -42,11 +40,9 @@ def check_recipe_folder(out: Path, source: Path, name: str) -> None:
     folder inside it, or a non-empty folder holding anything but what a recipe writes there (the
     recipe adds sub-folders; it never clears `--out`, so a typo such as `--out ~` must not scatter
     them among a user's files)."""
-    from sirst5k.runner.outputs import check_not_input
+    from sirst5k.runner.outputs import check_output_folder
 
-    check_not_input(out, [source])
-    if out.exists() and not out.is_dir():
-        raise OutputError(out, "exists and is not a folder; --out names the recipe's folder")
+    check_output_folder(out, inputs=[source])  # an input, inside or above one, a file, a dangling link
     if not out.is_dir():
         return
     ours = set(STEPS) | {BANK, name, f"{name}.json"}
@@ -99,7 +95,8 @@ def command(
     if (noise_bank is None) == (frames is None):
         raise InputError(noise_bank or frames or out, "give one of --noise-bank FILE or --frames DIR")
     # every stage's options are checked before any stage runs (a bad --patch must not cost an ingest)
-    ingest_params = IngestParams(layout=layout, size=size, **({} if seed is None else {"seed": seed}))
+    seeded = {} if seed is None else {"seed": seed}
+    ingest_params = IngestParams(layout=layout, size=size, **seeded)
     TransferParams(mix=parse_floats("mix", mix), mode=mode, field=field)
     negatives_params = NegativesParams(patch=parse_ints("patch", patch), mirror=mirror)
     if not ingest_params.native:
@@ -118,10 +115,7 @@ def command(
     check_recipe_folder(out, Path(source), name)
     paths = recipe_paths(out, name)
     run = {"workers": workers, "scheduler": scheduler, "overwrite": overwrite}
-    seeded = {} if seed is None else {"seed": seed}
-    with contextlib.ExitStack() as stack:
-        # one recipe per folder at a time; each stage also locks its own output
-        stack.enter_context(output_lock(out))
+    with output_lock(out):  # one recipe per folder at a time; each stage also locks its own output
         out.mkdir(exist_ok=True)
         ingest_stage.command(source, paths["ingest"], layout=layout, size=size, **seeded, **run)
         if frames is not None:

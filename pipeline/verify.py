@@ -30,7 +30,7 @@ import numpy as np
 from sirst5k.errors import InputError
 from sirst5k.formats.manifest import MIXED_SIZES_SCHEMA, content_version, dataset_dir, load_manifest, size_counts, size_key
 from sirst5k.method import difficulty, duplicates
-from sirst5k.method.targets import label_points, mask_points
+from sirst5k.method.targets import label_points, mask_points, point_target_ids
 from sirst5k.formats.shards import (DIFFICULTY_FIELDS, KINDS, META_FIELDS, PADDING_FIELDS, ROOT_ATTRS, SHARD_SUFFIX,
                                     TARGET_COLUMNS, TARGETS_GROUP, sha256_file)
 
@@ -427,8 +427,8 @@ def _check_labels(shard: Path, masks: h5py.Dataset, meta: dict, ids: np.ndarray,
             # one labelling pass for the whole block: per-mask skimage calls dominated publish's verify
             number, counts = label_points(b, y, x, len(block))
             if target_areas is not None:
-                first = np.cumsum(counts) - counts  # each mask's first target, targets numbered mask by mask
-                target_areas.append(np.bincount(first[b] + number - 1, minlength=int(counts.sum())).astype(np.int64))
+                ids, _ = point_target_ids(b, number, counts)
+                target_areas.append(np.bincount(ids, minlength=int(counts.sum())).astype(np.int64))
         for j in range(len(block)):
             i = start + j
             area = int(areas[j])

@@ -182,6 +182,16 @@ def mask_points(masks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return b, y, x
 
 
+def point_target_ids(b: np.ndarray, labels: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Targets numbered across a batch, mask by mask in label order: each foreground point's target
+    id `[P]` int64 and each mask's first id `[B]` (an exclusive cumsum of `counts`), from
+    `mask_points`' `b` `[P]` and `label_points`' `labels` `[P]` (from 1) and `counts` `[B]`.
+    `np.bincount(ids, minlength=counts.sum())` is then every target's area."""
+    start = (np.cumsum(counts) - counts).astype(np.int64)
+    ids = start[b] + labels - 1 if np.size(b) else np.zeros(0, np.int64)
+    return ids, start
+
+
 def batch_target_table(masks) -> dict[str, np.ndarray]:
     """`target_table` of every mask of masks [B, H, W] at once, targets concatenated image by image.
 
@@ -194,9 +204,7 @@ def batch_target_table(masks) -> dict[str, np.ndarray]:
     b, y, x = mask_points(masks)
     n_images = int(np.shape(masks)[0])
     labels, counts = label_points(b, y, x, n_images)
-    # first target id of each mask (exclusive cumsum; empty for an empty batch)
-    start = (np.cumsum(counts) - counts).astype(np.int64)
-    gid = start[b] + labels - 1 if b.size else np.zeros(0, np.int64)
+    gid, start = point_target_ids(b, labels, counts)
     t = int(counts.sum())
     area = np.bincount(gid, minlength=t).astype(np.int64)
     image = np.repeat(np.arange(n_images, dtype=np.int64), counts)

@@ -156,7 +156,7 @@ def check_not_input(out: str | Path, inputs: Sequence[str | Path]) -> None:
         if relation == "inside":
             raise OutputError(out, f"is inside the input {given}; a stage never writes into its input")
         if relation == "holds":
-            raise OutputError(out, f"holds the input {given}; replacing it would delete the input")
+            raise OutputError(out, f"holds the input {given}; an output never holds its input (writing or replacing it could delete the input)")
 
 
 def _relation(out: Path, given: Path) -> str | None:

@@ -24,7 +24,12 @@ Printed (Markdown tables, docs/noise.md quotes them):
    temporal model with its noise-level function drawn at the held-out images' own local grey
    level (`--noise-level image`, model format 3); and, as the bound of any stationary Gaussian
    model of one level, a Gaussian field drawn to the own high-pass reference's exact spectrum
-   (`spectrum_matched`); 2b repeats it on frames whose noise is each
+   (`spectrum_matched`); and the spectra compared by each bin's median over the windows
+   (`realism.median_psd`: the typical window's spectrum, as the level is the median window's);
+   and a level-varying field (`gain_spread`, `gain_mixture_fields`: the temporal model's noise
+   times a log-normal gain whose spread is measured from the bank's pair differences at the
+   native size of one 32-px window at the image's scale; an experiment, not a transfer option,
+   docs/noise.md); 2b repeats it on frames whose noise is each
    sequence's flat-fit model alone (over a smooth scene: a level-independent noise, where the
    function should be flat and change nothing);
 3. both fits per bank sequence, and what the clean-bank rules do to the banks (`--sections`
@@ -46,7 +51,7 @@ from sirst5k.method.noise_bank import (extract_patches, select_windows, window_m
                                        window_stats)
 from sirst5k.params import NoiseBankParams
 from sirst5k.formats.frames import scene_runs
-from sirst5k.method.noise_model import fit_sequence, fit_temporal, pair_mask
+from sirst5k.method.noise_model import detrend, fit_sequence, fit_temporal, pair_mask, pair_tiles, synthesize_parts
 from sirst5k.method.transfer import (
     additive,
     draw_transfer_params,
@@ -244,7 +249,9 @@ GOAL_HEADERS = ("sequence", "scale", "own hp (windows)", "own temporal (windows)
                 "temporal model / own temporal", "|log10 PSD|", "NLF model / own hp", "|log10 PSD|",
                 "NLF model / own temporal", "|log10 PSD|", "temporal model, own windows / own hp", "|log10 PSD|",
                 "NLF model, own windows / own hp", "|log10 PSD|", "one-scene pairs", "one-scene model / own temporal",
-                "|log10 PSD|", "Gaussian field of own hp's spectrum / own hp", "|log10 PSD|")
+                "|log10 PSD|", "Gaussian field of own hp's spectrum / own hp", "|log10 PSD|",
+                "temporal model, median PSD: |log10 PSD|", "gain box (native px), sigma", "gain mixture / own hp",
+                "|log10 PSD|", "median PSD: |log10 PSD|")
 
 
 def spectrum_matched(own, n: int = 8, size: int = SIZE, seed: int = 1, rounds: int = 4):
@@ -283,6 +290,67 @@ def noise_only(frames: np.ndarray, seed: int) -> np.ndarray:
         small = Image.fromarray(f.astype(np.float32)).resize((max(2, w // 128), max(2, h // 128)), Image.Resampling.BOX)
         smooth = np.asarray(small.resize((w, h), Image.Resampling.BILINEAR), np.float64)
         out.append(np.clip(np.rint(smooth + synthesize(model, (h, w), seed + i)), 0, 255).astype(np.uint8))
+    return np.stack(out)
+
+
+def own_windows(frames, kept, scale):
+    """The own high-pass reference's images and windows (as `own_noise` measures them): the frames
+    resampled to `scale` in float and the 32-px boxes wholly inside their kept regions."""
+    size = (round(frames.shape[1] * scale[0]), round(frames.shape[2] * scale[1]))
+    imgs = np.stack([resample_like_ingest(f.astype(np.float32), size) for f in frames])
+    masks = np.stack([resample_like_ingest(m, size) for m in kept_masks(frames.shape, kept)])
+    return imgs, R.inside_boxes(masks)
+
+
+def _log_box_std(tiles: np.ndarray, box: int) -> np.ndarray:
+    n, s, _ = tiles.shape
+    k = s // box
+    boxes = tiles[:, :k * box, :k * box].reshape(n, k, box, k, box).transpose(0, 1, 3, 2, 4).reshape(-1, box, box)
+    sd = detrend(boxes).reshape(len(boxes), -1).std(axis=1)
+    return np.log(sd[sd > 0])  # a saturated box (both frames 0 or 255) holds no noise
+
+
+def _robust_var(x: np.ndarray) -> float:
+    return float((1.4826 * np.median(np.abs(x - np.median(x)))) ** 2)
+
+
+def gain_spread(frames, kept, pairs, model, scale, tile, window: int = WINDOW):
+    """A level-varying model's one parameter, measured (not a product option: docs/noise.md): the
+    spread of the noise level from place to place and pair to pair, at the native size `box` of
+    one 32-px window at the image's `scale` (the nearest power of 2, at least the bank's window,
+    at most half the fit's tile): sigma = sqrt(robust var of log box std of the pairs' differences
+    (the temporal fit's tiles) - the same of a stationary field of the model's spectrum), 0 if
+    negative. (box, sigma)."""
+    if model is None:
+        return window, 0.0
+    a, b, _ = pair_tiles(frames, kept, 2, window, pairs=pairs, tile=tile)
+    size = a.shape[-1]
+    native = window / min(scale)
+    box = int(2 ** np.clip(np.round(np.log2(native)), np.log2(window), max(np.log2(window), np.log2(size) - 1)))
+    null = np.stack([synthesize_parts(model, (size, size), 100 + i)[0] for i in range(16)])
+    excess = _robust_var(_log_box_std((a - b) / np.sqrt(2), box)) - _robust_var(_log_box_std(null, box))
+    return box, float(np.sqrt(max(0.0, excess)))
+
+
+def gain_mixture_fields(model, draws, source, box, sigma):
+    """The temporal model's fields with their 2-D noise times a log-normal gain `exp(sigma z - sigma^2)`
+    (`z` unit Gaussian, white on a `box`-px grid, bicubic in between; `E[gain^2] = 1`, so the mean
+    spectrum is kept and only where the noise is varies), drawn at the source size `source` with
+    each sample's own synthesis seed, resized as ingest resizes: float64 `[N, 256, 256]`, zero mean."""
+    from PIL import Image
+
+    h, w = source
+    out = []
+    for seed in draws.seeds:
+        e, rows, cols = synthesize_parts(model, (h, w), int(seed))
+        gain = 1.0
+        if sigma > 0:
+            gh, gw = h // box + 2, w // box + 2
+            z = np.random.default_rng([int(seed), 1]).standard_normal((gh, gw)).astype(np.float32)
+            z = np.asarray(Image.fromarray(z).resize((gw * box, gh * box), Image.Resampling.BICUBIC))[:h, :w]
+            gain = np.exp(sigma * z / z.std() - sigma * sigma)
+        f = resample_like_ingest((e * gain + rows[:, None] + cols[None, :]).astype(np.float32), (SIZE, SIZE))
+        out.append(f.astype(np.float64) - f.mean())
     return np.stack(out)
 
 
@@ -334,6 +402,7 @@ def goal_rows(sequences, held, seed, synthetic: bool = False, tile: int = NoiseB
         h, w = held_frames.shape[1:]
         scale = (SIZE / h, SIZE / w)
         own, _ = own_noise({name: (held_frames, kept_h)}, scale)
+        own_images, own_window_boxes = own_windows(held_frames, kept_h, scale)
         own_t = own_temporal(held_frames, kept_h, pairs_h, scale)
         if own.n_windows < 10:
             continue
@@ -346,7 +415,7 @@ def goal_rows(sequences, held, seed, synthetic: bool = False, tile: int = NoiseB
         # the images' flat boxes (brighter regions too), to be compared like for like
         masks = kept_masks(held_frames.shape, kept_h)
         own_boxes = R.inside_boxes(np.stack([resample_like_ingest(m, (SIZE, SIZE)) for m in masks]))
-        got = {}
+        got, fields = {}, {}
         for key, field, models in (("mosaic", "mosaic", [flat_model]), ("flat", "model", [flat_model]),
                                    ("temporal", "model", [temporal_model]), ("nlf", "model", [temporal_model]),
                                    ("scene", "model", [scene_model])):
@@ -355,6 +424,9 @@ def goal_rows(sequences, held, seed, synthetic: bool = False, tile: int = NoiseB
             d = draw_transfer_params(seed, ids, len(bank), (SIZE, SIZE), WINDOW, field, source_sizes=orig, n_models=1)
             f = _field(bank, d, models, len(images), images if key == "nlf" else None).astype(np.float64)
             f -= f.mean(axis=(1, 2), keepdims=True)
+            fields[key] = f
+            if key == "temporal":
+                d_model = d
             got[key] = R.summarize(f, boxes=flat, sigma=False)
             if key in ("temporal", "nlf"):
                 got[key + "@own"] = R.summarize(f, boxes=own_boxes, sigma=False)
@@ -371,6 +443,18 @@ def goal_rows(sequences, held, seed, synthetic: bool = False, tile: int = NoiseB
                int(one_scene.sum()), ratio("scene", own_t), dist("scene", own_t)]
         got["matched"] = spectrum_matched(own)
         row += [ratio("matched", own), dist("matched", own)]
+        # the median PSD (each bin's median over the windows): the typical window's spectrum
+        own_med = R.median_psd(own_images, own_window_boxes)
+        box, sig = WINDOW, float("nan")
+        if "temporal" in fields:
+            row.append(R.log_psd_distance(R.median_psd(fields["temporal"], flat), own_med))
+            box, sig = gain_spread(bank_frames, kept_b, pairs_b, temporal_model, scale, tile)
+            g = gain_mixture_fields(temporal_model, d_model, (h, w), box, sig)
+            got["gain"] = R.summarize(g, boxes=flat, sigma=False)
+            row += [f"{box}, {sig:.2f}", ratio("gain", own), dist("gain", own),
+                    R.log_psd_distance(R.median_psd(g, flat), own_med)]
+        else:
+            row += [float("nan"), "-", float("nan"), float("nan"), float("nan")]
         rows.append(row)
         for k in cols:
             if isinstance(row[k], float) and np.isfinite(row[k]):
@@ -379,7 +463,7 @@ def goal_rows(sequences, held, seed, synthetic: bool = False, tile: int = NoiseB
         nlf = (f"NLF {len(m.nlf_level)} bins, levels {m.nlf_level[0]:.0f}-{m.nlf_level[-1]:.0f}, sigma "
                f"{m.nlf_sigma.min():.2f}-{m.nlf_sigma.max():.2f} (temporal {m.sigma_temporal:.2f}); held-out "
                f"images' median grey {np.median(images):.0f}" if m is not None and len(m.nlf_level) else "no NLF")
-        C.progress(f"goal: {name}: {nlf}")
+        C.progress(f"goal: {name}: {nlf}; gain box {box} native px, sigma {sig:.2f}")
     rows.append(["median", "", "", ""] + [float(np.median(cols[k])) if cols[k] else float("nan")
                                           for k in range(4, len(GOAL_HEADERS))])
     return rows

@@ -16,6 +16,7 @@ from sirst5k.method.noise_model import (
     model_field,
     models_from_arrays,
     models_to_arrays,
+    pair_tiles,
     synthesize,
 )
 
@@ -229,6 +230,20 @@ def test_temporal_fit_planted_hot_pixel_tile_halving_and_scene_pairs():
 def windows_of(frames: np.ndarray) -> np.ndarray:
     t, h, w = frames.shape
     return frames.reshape(t, h // WIN, WIN, w // WIN, WIN).transpose(1, 3, 0, 2, 4).reshape(-1, t, WIN, WIN)
+
+
+def test_pair_tiles_are_frames_t_and_t_plus_1_inside_the_stable_windows():
+    frames = np.random.default_rng(26).integers(0, 255, (TT, TH, TW)).astype(np.uint8)
+    # one 64-px region stable in frames 1..3 only (a window of 3 frames from t0 = 1)
+    kept = np.array([[1, gy, gx] for gy in (2, 3) for gx in (4, 5)], np.int64)
+    a, b, tiles = pair_tiles(frames, kept, 3, WIN, tile=128, min_tiles=2)
+    assert a.shape == b.shape == (2, 64, 64) and a.dtype == np.float64  # 128 holds none: halved to 64
+    assert tiles.tolist() == [[1, 1, 2], [2, 1, 2]]  # pairs (1, 2) and (2, 3), tile (1, 2) of the 64 grid
+    for (t, ty, tx), ta, tb in zip(tiles, a, b):
+        assert np.array_equal(ta, frames[t, ty * 64:(ty + 1) * 64, tx * 64:(tx + 1) * 64])
+        assert np.array_equal(tb, frames[t + 1, ty * 64:(ty + 1) * 64, tx * 64:(tx + 1) * 64])
+    assert pair_tiles(frames[:1], kept, 1, WIN) is None  # one frame: no pair
+    assert pair_tiles(frames, kept, 3, WIN, pairs=np.zeros(TT - 1, bool)) is None
 
 
 def test_temporal_fit_median_option_ignores_a_minority_of_two_view_pairs():

@@ -41,6 +41,25 @@ def test_levels_of_white_noise():
     assert R.log_psd_distance(s.psd, s.psd) == 0
 
 
+def test_median_psd_is_the_typical_windows_spectrum():
+    x = images(2.0, n=8)
+    boxes = R.all_boxes(x.shape)
+    mean = R.summarize(x, boxes=boxes, sigma=False).psd
+    med = R.median_psd(x, boxes)
+    assert med.shape == mean.shape == (16,)
+    # white Gaussian noise: both are sigma^2 in every ring (the median of an exponential bin / ln 2),
+    # but the first: the windows' plane takes part of its bins, which are then not exponential
+    assert np.abs(med[1:] / 4.0 - 1).max() < 0.15 and np.abs(mean[1:] / 4.0 - 1).max() < 0.1
+    assert 0.7 < med[0] / 4.0 < 0.95 and 0.7 < mean[0] / 4.0 < 0.95
+    # one window in ten with 5x the noise: the mean spectrum follows it, the median does not
+    loud = x.copy()
+    for i, y, xx in boxes[::10]:
+        loud[i, y:y + 32, xx:xx + 32] = 100 + 5 * (x[i, y:y + 32, xx:xx + 32] - 100)
+    assert R.summarize(loud, boxes=boxes, sigma=False).psd.mean() > 3.0 * 4.0
+    assert np.abs(R.median_psd(loud, boxes) / med - 1).max() < 0.2
+    assert np.isnan(R.median_psd(x, np.zeros((0, 3), np.int64))).all()
+
+
 def test_a_slope_is_not_noise_but_stripes_are():
     base = R.summarize(images(2.0))
     sloped = R.summarize(images(2.0, slope=0.2))  # 25 grey levels across a window, within the flat test

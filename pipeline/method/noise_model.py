@@ -391,6 +391,31 @@ def shared_spectrum(profiles: np.ndarray, band: np.ndarray, other: np.ndarray) -
     return clipped * (est.sum() / clipped.sum())
 
 
+def pair_tiles(frames: np.ndarray, kept: np.ndarray, length: int, window: int, *, pairs: np.ndarray | None = None,
+               tile: int = MODEL_TILE, min_tiles: int = MIN_TILES) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The temporal fit's tiles: `(a, b, tiles)`, frames t and t + 1 at the same `s` x `s` pixels
+    `[N, s, s]` float64 and `tiles` `[N, 3]` `(t, ty, tx)`, every tile lying wholly in the pair's
+    stable windows (`pair_mask`); `s` is `tile`, halved while fewer than `min_tiles` tiles fit,
+    down to the bank's `window`. None when fewer than two frames or no tile of even one window."""
+    n, h, w = frames.shape
+    if n < 2:
+        return None
+    ok = pair_mask(kept, length, n, (h // window, w // window), pairs)
+    size, tiles = tile, np.zeros((0, 3), np.int64)
+    while size >= window:
+        tiles = stable_tiles(ok, size // window)
+        if len(tiles) >= min_tiles or size == window:
+            break
+        size //= 2
+    if not len(tiles):
+        return None
+    off = np.arange(size)
+    t = tiles[:, 0, None, None]
+    y = (tiles[:, 1, None, None] * size + off[None, :, None])
+    x = (tiles[:, 2, None, None] * size + off[None, None, :])
+    return frames[t, y, x].astype(np.float64), frames[t + 1, y, x].astype(np.float64), tiles
+
+
 def fit_temporal(frames: np.ndarray, kept: np.ndarray, length: int, window: int, *, stride: int | None = None,
                  pairs: np.ndarray | None = None, tile: int = MODEL_TILE, min_tiles: int = MIN_TILES,
                  average: str = MODEL_AVERAGE, nlf: bool = False,
@@ -411,24 +436,11 @@ def fit_temporal(frames: np.ndarray, kept: np.ndarray, length: int, window: int,
     if tile < window or tile % window:
         raise ValueError(f"tile must be a multiple of the window ({window}), got {tile}")
     n, h, w = f.shape
-    if n < 2:
+    found = pair_tiles(f, kept, length, window, pairs=pairs, tile=tile, min_tiles=min_tiles)
+    if found is None:
         return None
-    grid = (h // window, w // window)
-    ok = pair_mask(kept, length, n, grid, pairs)
-    size, tiles = tile, np.zeros((0, 3), np.int64)
-    while size >= window:
-        tiles = stable_tiles(ok, size // window)
-        if len(tiles) >= min_tiles or size == window:
-            break
-        size //= 2
-    if not len(tiles):
-        return None
-    off = np.arange(size)
-    t = tiles[:, 0, None, None]
-    y = (tiles[:, 1, None, None] * size + off[None, :, None])
-    x = (tiles[:, 2, None, None] * size + off[None, None, :])
-    a = f[t, y, x].astype(np.float64)
-    b = f[t + 1, y, x].astype(np.float64)
+    a, b, tiles = found
+    size = a.shape[-1]
     temp = fit_spectra((a - b) / np.sqrt(2), average)
     still_a, still_b, _ = split_offsets(detrend((a + b) / 2))
     fixed_row = shared_spectrum(still_a, tiles[:, 1], tiles[:, 2])  # rows: tiles side by side

@@ -17,6 +17,9 @@ resampled to the same scale, or bare noise fields):
   periodogram of its row means and of its column means, averaged: stripes and banding.
 - **radially averaged PSD**: per flat window (minus its plane), the 2-D periodogram
   `|FFT2|^2 / w^2`, averaged over windows, then over rings of radius `k / w`, k = 1 .. w/2.
+- **median PSD** (`median_psd`, for one group at a time): each bin's median over the windows / ln 2
+  instead of the mean; the same spectrum for Gaussian noise, the typical window's where a few
+  windows hold texture.
 - **mean |log10 PSD ratio|** of a group against a reference (the originals, or the sensor's
   frames): the mean over the rings of `|log10(psd / psd_ref)|`; 0.1 is a 26 % level difference.
   Correlation of two PSD curves is weak evidence (all fall with frequency); this is not.
@@ -202,6 +205,22 @@ def summarize(images, boxes: np.ndarray | None = None, window: int = WINDOW, max
     rows = periodogram1d(r.mean(axis=-1))[: half + 1]
     cols = periodogram1d(r.mean(axis=-2))[: half + 1]
     return NoiseSummary(len(x), len(boxes), hp_std, sig, psd, rows, cols)
+
+
+def median_psd(images, boxes: np.ndarray, window: int = WINDOW) -> np.ndarray:
+    """The radially averaged PSD of the windows `boxes` of `images` `[N, H, W]` with each bin the
+    median over the windows / ln 2 (`noise_model`'s "median" average) instead of their mean: `[w/2]`.
+
+    For Gaussian noise it is the same spectrum (a periodogram bin is exponential: its median is ln 2
+    times its mean). Where a minority of windows hold texture (real frames' stable regions), the
+    mean follows them and this follows the typical window, as the median high-pass std does, so
+    a level and a spectrum compared this way describe the same windows. One group measured at
+    once (there is no `merge` of medians); NaN without windows."""
+    boxes = np.asarray(boxes, np.int64).reshape(-1, 3)
+    if not len(boxes):
+        return np.full(window // 2, np.nan)
+    x = _batch(images).astype(np.float64)
+    return radial_average(periodogram2d(detrend(cut(x, boxes, window)), "median"))
 
 
 def log_psd_distance(psd: np.ndarray, reference: np.ndarray) -> float:

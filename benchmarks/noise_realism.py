@@ -96,11 +96,8 @@ def own_noise(seqs: dict, scale, floor=None):
     wholly inside the kept regions; also the footprint interiors of the kept windows."""
     parts, foot = [], []
     for frames, kept in seqs.values():
-        masks = kept_masks(frames.shape, kept)
-        size = (round(frames.shape[1] * scale[0]), round(frames.shape[2] * scale[1]))
-        imgs = np.stack([resample_like_ingest(f.astype(np.float32), size) for f in frames])
-        ms = np.stack([resample_like_ingest(m, size) for m in masks])
-        parts.append(R.summarize(imgs, boxes=R.inside_boxes(ms), sigma=False))
+        imgs, boxes = own_windows(frames, kept, scale)
+        parts.append(R.summarize(imgs, boxes=boxes, sigma=False))
         foot += footprint_hp(imgs, [[(gy * WINDOW, gx * WINDOW) for t0, gy, gx in kept if t0 <= t < t0 + 2]
                                     for t in range(len(frames))], scale)
     return pool(parts), np.array(foot)

@@ -397,6 +397,7 @@ def pair_tiles(frames: np.ndarray, kept: np.ndarray, length: int, window: int, *
     `[N, s, s]` float64 and `tiles` `[N, 3]` `(t, ty, tx)`, every tile lying wholly in the pair's
     stable windows (`pair_mask`); `s` is `tile`, halved while fewer than `min_tiles` tiles fit,
     down to the bank's `window`. None when fewer than two frames or no tile of even one window."""
+    frames = np.asarray(frames)
     n, h, w = frames.shape
     if n < 2:
         return None

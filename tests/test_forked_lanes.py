@@ -175,3 +175,24 @@ def test_forked_lanes_threads_and_one_lane_write_the_same_bytes(tmp_path):
         trees.append({p.relative_to(out).as_posix(): p.read_bytes()
                       for p in sorted(out.rglob("*.h5"))})
     assert len(trees[0]) > 6 and trees[0] == trees[1] == trees[2]
+
+
+@needs_fork
+def test_lanes_inherit_what_tasks_import_lazily():
+    """numpy.ma (np.unique imports it on first use) and PIL's plugins (Image.open loads them) are
+    imported once before the fork, so each lane of each task list does not import them again."""
+    script = textwrap.dedent("""
+        import sys
+        import numpy as np
+        import PIL.Image
+        from sirst5k.runner import cluster
+        assert "numpy.ma" not in sys.modules and "PIL.PngImagePlugin" not in sys.modules
+        def task(i):
+            inherited = "numpy.ma" in sys.modules and "PIL.PngImagePlugin" in sys.modules
+            np.unique(np.arange(3))
+            return inherited
+        print(cluster.run_here(task, [(i,) for i in range(4)], "t", 2))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[True, True, True, True]"

@@ -156,11 +156,29 @@ def _serve(fn: Callable[[int], Any], tasks: int, results: int) -> None:
         _write_all(results, len(data).to_bytes(_HEADER, "little") + data)
 
 
+def inherit_lazy_imports() -> None:
+    """Import here, once, what tasks would otherwise import lazily in every lane of every task list.
+
+    A lane inherits the modules this process has imported when it forks, and nothing it imports
+    itself outlives it, so a command that runs several task lists (the recipe: ten) pays such an
+    import in each lane of each list. Measured in the recipe on SIRST v1: `numpy.ma` (which
+    `np.unique` imports on first use, 20-70 ms a lane) 8 times; PIL's image plugins, which
+    `Image.open` loads on first use (PNG, JPEG -> TIFF -> fractions, decimal), 3 times. PIL's
+    only where this process has imported PIL already, i.e. its tasks read images.
+    """
+    import numpy.ma  # noqa: F401
+
+    image = sys.modules.get("PIL.Image")
+    if image is not None:
+        image.preinit()
+
+
 class _Lanes:
     def __init__(self, n: int, fn: Callable[[int], Any]):
         self.children: list[_Child] = []
         self.failed = False
         _flush_std()  # else a child's first print repeats what the parent had buffered
+        inherit_lazy_imports()
         parent = os.getpid()
         for _ in range(n):
             task_r, task_w = os.pipe()

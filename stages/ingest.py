@@ -195,7 +195,7 @@ def command(
     """Read a labelled dataset (DNANet, BasicIRSTD, SIRST, SIRST-V2 or plain folder) into shards."""
     from sirst5k.errors import InputError
     from sirst5k.formats import shards
-    from sirst5k.formats.layouts import list_labelled
+    from sirst5k.formats.layouts import list_labelled, unlisted_note
     from sirst5k.runner.outputs import task_key
     from sirst5k.runner.tasks import shard_stage
 
@@ -204,6 +204,9 @@ def command(
     labelled = list_labelled(source, layout, split_ratio=split_ratio, seed=seed, skip_bad=skip_bad)
     for problem in labelled.problems:
         warn(f"{problem}; left out")
+    note = unlisted_note(labelled)
+    if note:
+        warn(note)
     version = params.replace(layout=labelled.layout).version_dict()
     # per split: [(shape, refs)], sizes in (h, w) order; a numeric --size is one group in list order
     size_groups, unreadable = _size_groups(labelled.samples, params, skip_bad)
@@ -233,7 +236,8 @@ def command(
             for w in r.extra["warnings"]:
                 warn(w)
         skipped = sum(r.extra["skipped"] for r in results) + len(labelled.problems) + len(unreadable)
-        n_warnings = sum(len(r.extra["warnings"]) for r in results) - sum(r.extra["skipped"] for r in results)
+        n_warnings = sum(len(r.extra["warnings"]) for r in results) - sum(r.extra["skipped"] for r in results) \
+            + (note is not None)
         if not sum(info.n_samples for r in results for info in r.shards):
             raise InputError(source, f"no usable samples: all {skipped} listed file(s) were bad")
         records = [{**info.record(split), **({"shape": list(shape)} if schema is not None else {})}

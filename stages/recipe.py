@@ -92,8 +92,10 @@ def command(
     from . import transfer as transfer_stage
 
     check_device(device)
-    if (noise_bank is None) == (frames is None):
-        raise InputError(noise_bank or frames or out, "give one of --noise-bank FILE or --frames DIR")
+    if noise_bank is not None and frames is not None:
+        raise InputError(frames, "--frames and --noise-bank both given: give one (a bank, or frames to build it from)")
+    if noise_bank is None and frames is None:
+        raise InputError(source, "no noise: give --noise-bank FILE or --frames DIR")
     # every stage's options are checked before any stage runs (a bad --patch must not cost an ingest)
     seeded = {} if seed is None else {"seed": seed}
     ingest_params = IngestParams(layout=layout, size=size, **seeded)

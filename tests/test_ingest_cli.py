@@ -336,3 +336,16 @@ def test_summary_line_and_stage_record(tmp_path: Path, scheduler: str) -> None:
     assert sorted(p.name for p in out.iterdir()) == [
         "stage.json", "test-00000.h5", "test-00001.h5", "train-00000.h5", "train-00001.h5"]
     assert read_ids(out) == {"train": TRAIN, "test": TEST}
+
+
+def test_images_in_no_split_list_are_one_counted_warning(tmp_path):
+    source = make_dataset(tmp_path / "src")
+    write_image(source / "images" / "000009.png")
+    write_mask(source / "masks" / "000009.png")
+    result = ingest(source, tmp_path / "out", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    (line,) = result.stderr.splitlines()
+    assert line == (f"warning: {source}: 1 image(s) are in neither 50_50/train.txt nor 50_50/test.txt (000009); "
+                    "not ingested (another --layout may list them)")
+    assert result.stdout.strip().endswith("; 1 warning(s)")
+    assert read_ids(tmp_path / "out") == {"train": TRAIN, "test": TEST}

@@ -21,6 +21,7 @@ from sirst5k.formats.layouts import (
     load_sample,
     read_split_list,
     seeded_split,
+    unlisted_note,
 )
 
 H, W = 10, 14
@@ -476,3 +477,24 @@ def test_layouts_constant():
     # the choices are the registry's names, written once
     assert LAYOUTS == tuple(layout.name for layout in REGISTRY)
     assert LAYOUT_CHOICES == ("auto", *LAYOUTS)
+
+
+def test_images_no_split_list_names_are_reported_not_silently_dropped(tmp_path):
+    root = make_dnanet(tmp_path / "ds")
+    assert list_labelled(root).unlisted == []
+    _pairs(root, ["extra_1", "extra_2"])  # in images/ and masks/, in no list
+    listed = list_labelled(root)
+    assert listed.unlisted == ["extra_1", "extra_2"] and [s.id for s in listed.samples] == TRAIN + TEST
+    assert unlisted_note(listed) == (f"{root}: 2 image(s) are in neither 50_50/train.txt nor 50_50/test.txt "
+                                     "(extra_1, extra_2); not ingested (another --layout may list them)")
+    assert unlisted_note(list_labelled(make_sirst(tmp_path / "sirst"))) is None
+    assert list_labelled(make_folder(tmp_path / "folder")).unlisted == []  # no lists: every image is a sample
+
+
+def test_real_sirst_read_as_dnanet_names_the_val_images_it_leaves_out(sirst_dir):
+    listed = list_labelled(sirst_dir, "dnanet")
+    val = [i for _, i in read_split_list(sirst_dir / "idx_427" / "val.txt")]
+    assert sorted(listed.unlisted) == sorted(val) and len(val) == 85
+    assert unlisted_note(listed).startswith(f"{sirst_dir}: 85 image(s) are in neither idx_427/train.txt nor "
+                                            "idx_427/test.txt")
+    assert list_labelled(sirst_dir).unlisted == []  # read as sirst: trainval + test is every image

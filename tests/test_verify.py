@@ -308,3 +308,20 @@ def test_a_schema_2_manifest_needs_shapes_and_sizes(copy: Path) -> None:
     assert any("split test sizes None" in e for e in found), found
     # and the shards' own schema_version attribute (1) disagrees with the manifest's 2
     assert any("attribute schema_version is 1, expected 2" in e for e in found), found
+
+
+def test_what_is_not_a_manifest_says_why_in_one_line(tmp_path: Path) -> None:
+    from sirst5k.errors import InputError
+    from sirst5k.formats.manifest import load_manifest
+
+    binary, broken, folder = tmp_path / "bank.h5", tmp_path / "broken.json", tmp_path / "folder"
+    binary.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)))
+    broken.write_text('{"splits": ,}')
+    folder.mkdir()
+    for path, words in ((binary, "not a manifest: not UTF-8 text (a binary file?)"),
+                        (broken, "not a manifest: invalid JSON (Expecting value at line 1)"),
+                        (folder, "is a folder, not a manifest file"),
+                        (tmp_path / "none.json", "manifest not found")):
+        with pytest.raises(InputError) as err:
+            load_manifest(path)
+        assert str(err.value) == f"{path}: {words}"

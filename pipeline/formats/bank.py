@@ -281,7 +281,9 @@ def _open(path: str | Path) -> Iterator[h5py.File]:
     except IsADirectoryError:
         raise InputError(path, "cannot read noise bank: is a folder") from None
     except OSError as err:
-        raise InputError(path, f"not a noise bank: {_one_line(err)}") from None
+        # h5py's own words for a file of another kind are "file signature not found"
+        why = "not an HDF5 file" if "signature not found" in str(err) else _one_line(err)
+        raise InputError(path, f"not a noise bank: {why}") from None
     with f:
         patches = f.get("patches")
         if not isinstance(patches, h5py.Dataset):

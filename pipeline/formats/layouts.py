@@ -84,6 +84,8 @@ class LabelledSet:
     samples: list[SampleRef]
     problems: list[str] = field(default_factory=list)
     split_files: dict[str, Path] = field(default_factory=dict)
+    # ids of the images that no split list names (a layout with lists only): not samples
+    unlisted: list[str] = field(default_factory=list)
 
     @property
     def train(self) -> list[SampleRef]:
@@ -464,7 +466,22 @@ def list_labelled(
     if not samples:
         detail = f": {len(problems)} problems, first: {problems[0]}" if problems else ""
         raise InputError(root, f"no usable samples{detail}")
-    return LabelledSet(layout, root, samples, problems, dict(plan.lists or {}))
+    # e.g. SIRST read as dnanet: its val.txt's 85 images are in neither train.txt nor test.txt
+    unlisted = [] if plan.lists is None else [i for i in images if i not in seen]
+    return LabelledSet(layout, root, samples, problems, dict(plan.lists or {}), unlisted)
+
+
+def unlisted_note(labelled: LabelledSet, shown: int = 3) -> str | None:
+    """One line on the images no split list names (None if every image is listed): how many,
+    a few ids, and the lists that were read."""
+    ids = labelled.unlisted
+    if not ids:
+        return None
+    lists = " nor ".join(str(p.relative_to(labelled.root)) if p.is_relative_to(labelled.root) else str(p)
+                         for p in labelled.split_files.values())
+    more = ", ..." if len(ids) > shown else ""
+    return (f"{labelled.root}: {len(ids)} image(s) are in neither {lists} ({', '.join(ids[:shown])}{more}); "
+            f"not ingested (another --layout may list them)")
 
 
 # ---------------------------------------------------------------------------- loading

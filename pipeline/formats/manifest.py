@@ -71,8 +71,14 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise InputError(path, "manifest not found") from err
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(path, f"cannot read manifest: {err}") from err
+    except IsADirectoryError as err:
+        raise InputError(path, "is a folder, not a manifest file") from err
+    except OSError as err:
+        raise InputError(path, f"cannot read manifest: {err.strerror or err}") from err
+    except UnicodeDecodeError as err:
+        raise InputError(path, "not a manifest: not UTF-8 text (a binary file?)") from err
+    except json.JSONDecodeError as err:
+        raise InputError(path, f"not a manifest: invalid JSON ({err.msg} at line {err.lineno})") from err
     if not isinstance(data, dict):
         raise InputError(path, "manifest is not a JSON object")
     missing = [k for k in REQUIRED if k not in data]

@@ -427,8 +427,8 @@ def _check_labels(shard: Path, masks: h5py.Dataset, meta: dict, ids: np.ndarray,
             # one labelling pass for the whole block: per-mask skimage calls dominated publish's verify
             number, counts = label_points(b, y, x, len(block))
             if target_areas is not None:
-                ids, _ = point_target_ids(b, number, counts)
-                target_areas.append(np.bincount(ids, minlength=int(counts.sum())).astype(np.int64))
+                target, _ = point_target_ids(b, number, counts)
+                target_areas.append(np.bincount(target, minlength=int(counts.sum())).astype(np.int64))
         for j in range(len(block)):
             i = start + j
             area = int(areas[j])

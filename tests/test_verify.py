@@ -179,6 +179,19 @@ def test_label_checks_catch_edited_metadata(copy: Path, field: str, delta: int, 
     assert any(victim.name in e and words in e for e in errors(result)), result.output
 
 
+def test_a_label_problem_names_the_sample_it_is_in(copy: Path) -> None:
+    victim = shard(copy, "test", 0)
+    with h5py.File(victim, "r+") as f:
+        values = f["meta"]["area"][()]
+        values[2] += 5
+        f["meta"]["area"][...] = values
+        sid = f["meta/sample_id"].asstr()[2]
+        area = int(np.count_nonzero(f["masks"][2]))
+    set_sha(copy, victim)
+    result = verify(copy)
+    assert any(f"e.g. {sid}: {area} != {area + 5}" in e for e in errors(result)), result.output
+
+
 def test_a_negative_whose_mask_lost_a_pixel_is_caught_by_its_area(copy: Path) -> None:
     """A negative moves mask pixels inside its box: its area must stay the source's area."""
     victim = shard(copy, "train", 1)

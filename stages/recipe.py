@@ -104,15 +104,16 @@ def command(
     if not ingest_params.native:
         negatives_params.check_fits(ingest_params.size, ingest_params.size, where=f"--size {size}")
     PublishParams(name=name)
-    if not Path(source).is_dir():
-        raise InputError(source, "labelled dataset folder does not exist")
-    # the noise source is checked before any work, not after ingest
+    # the inputs are checked (as the stages check them) before any work, the noise source not after ingest
+    from sirst5k.formats.folders import check_root
+
+    check_root(Path(source))
     if noise_bank is not None:
         from sirst5k.formats.bank import bank_info
 
         bank_info(noise_bank)
-    elif not Path(frames).is_dir():
-        raise InputError(frames, "frame folder does not exist")
+    else:
+        check_root(Path(frames))
     out = Path(out)
     check_recipe_folder(out, Path(source), name)
     paths = recipe_paths(out, name)

@@ -132,3 +132,14 @@ def test_a_bad_option_of_any_stage_is_refused_before_ingest_runs(source, tmp_pat
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines()[-1].startswith("error: ")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_missing_or_wrong_source_or_frames_folder_is_one_line_before_any_work(source, tmp_path):
+    not_a_folder = tmp_path / "file.png"
+    not_a_folder.write_bytes(b"x")
+    for args, words in (([tmp_path / "nope", "--noise-bank", source / "bank.h5"], "nope: no such folder"),
+                        ([not_a_folder, "--noise-bank", source / "bank.h5"], "file.png: not a folder"),
+                        ([source / "source", "--frames", tmp_path / "nope"], "nope: no such folder")):
+        result = invoke("recipe", *args, "--out", tmp_path / "r")
+        assert result.exit_code == 2 and result.output.strip().splitlines()[-1].endswith(words), result.output
+    assert not (tmp_path / "r").exists()

@@ -398,8 +398,8 @@ def goal_rows(sequences, held, seed, synthetic: bool = False, tile: int = NoiseB
                        if one_scene.any() else None)
         h, w = held_frames.shape[1:]
         scale = (SIZE / h, SIZE / w)
-        own, _ = own_noise({name: (held_frames, kept_h)}, scale)
-        own_images, own_window_boxes = own_windows(held_frames, kept_h, scale)
+        own_images, own_window_boxes = own_windows(held_frames, kept_h, scale)  # resampled once
+        own = R.summarize(own_images, boxes=own_window_boxes, sigma=False)
         own_t = own_temporal(held_frames, kept_h, pairs_h, scale)
         if own.n_windows < 10:
             continue

@@ -187,16 +187,6 @@ def carried_schema(src: str | Path) -> dict[str, int]:
     return {"schema_version": schema} if schema == MIXED_SIZES_SCHEMA else {}
 
 
-def _drop_cached(fd: int) -> None:
-    """Let the kernel drop a written, fsynced file's pages from its cache. On a VM that hands
-    freed memory back to its host (this project's 2-core machines), every page a new file caches
-    is fresh guest memory the host must fault in (~2.7 ms a MB, 13x a recycled page's cost):
-    writing 1.1 GB of negatives took 8.0-8.2 s on one lane, 6.7-6.8 s with this, as the next
-    shard reuses the pages this one gave back. Readers then read from the disk (~1.8 GB/s here)."""
-    if hasattr(os, "posix_fadvise"):  # not on Windows or macOS: nothing to do there
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-
-
 def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -427,10 +417,9 @@ def _write_atomic(path: Path, n: int, meta: Mapping[str, np.ndarray], attrs: Map
                 group.create_dataset(name, data=data, dtype=dtype, track_times=False)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-            # Read back from the page cache: measured no slower than hashing an in-memory image of the
-            # file while writing it (HDF5 rewrites its headers at close, so a stream cannot be hashed).
-            digest = sha256_file(tmp)
-            _drop_cached(fh.fileno())
+        # Read back from the page cache: measured no slower than hashing an in-memory image of the
+        # file while writing it (HDF5 rewrites its headers at close, so a stream cannot be hashed).
+        digest = sha256_file(tmp)
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
